@@ -1,0 +1,92 @@
+# kiln — one GNU Makefile. Object lists are spelled out on purpose.
+PKGS        = lmdb libczmq libzmq msgpack openssl libarchive libcurl jansson zlib
+PREFIX     ?= /usr/local
+CC         ?= cc
+CFLAGS     ?= -O2 -g
+KILN_CFLAGS = -std=gnu17 -D_GNU_SOURCE -Ishared -Icoordinator -Iworker -Icli -Idrivers -Wall -Wextra -Wshadow \
+              -Wmissing-prototypes -Wstrict-prototypes -Wvla -Wformat=2 \
+              -Wno-format-nonliteral -Werror \
+              $(shell pkg-config --cflags $(PKGS))
+LIBS        = $(shell pkg-config --libs $(PKGS)) -lpthread
+ifdef SAN
+CFLAGS     += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer
+LDSAN       = -fsanitize=address,undefined
+endif
+
+SHARED_OBJ = shared/err.o shared/log.o shared/util.o shared/digest.o shared/cas.o \
+             shared/platform.o shared/proto.o shared/xfer.o shared/oci.o shared/layer.o \
+             shared/curve.o shared/op.o
+FRONT_OBJ  = coordinator/dockerfile.o coordinator/gostr.o coordinator/shell.o coordinator/plan.o
+COORD_OBJ  = coordinator/main.o coordinator/nodes.o coordinator/build.o $(FRONT_OBJ)
+WORKER_OBJ = worker/main.o worker/job.o worker/snapshot.o worker/export.o
+RUN_OBJ    = worker/kiln-run.o
+CLI_OBJ    = cli/main.o cli/config.o cli/builder.o cli/build.o cli/context.o cli/conn.o cli/progress.o \
+             drivers/driver.o drivers/local.o drivers/remote.o
+
+BINS = bin/kiln bin/kiln-coordinator bin/kiln-worker bin/kiln-run
+
+UNIT_TESTS = tests/unit/digest_test tests/unit/cas_test tests/unit/platform_test \
+             tests/unit/proto_test tests/unit/xfer_test tests/unit/oci_test \
+             tests/unit/layer_test tests/unit/dockerfile_test tests/unit/shell_test \
+             tests/unit/plan_test
+CONFORMANCE = tests/conformance/corpus_test
+FUZZ_REPLAY = tests/fuzz/fuzz_proto tests/fuzz/fuzz_dockerfile
+
+ALL_OBJ = $(SHARED_OBJ) $(COORD_OBJ) $(WORKER_OBJ) $(RUN_OBJ) $(CLI_OBJ)
+
+all: $(BINS)
+
+%.o: %.c
+	$(CC) $(KILN_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+bin/kiln: $(CLI_OBJ) $(SHARED_OBJ)
+	@mkdir -p bin
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)
+bin/kiln-coordinator: $(COORD_OBJ) $(SHARED_OBJ)
+	@mkdir -p bin
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)
+bin/kiln-worker: $(WORKER_OBJ) $(SHARED_OBJ)
+	@mkdir -p bin
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)
+bin/kiln-run: $(RUN_OBJ) $(SHARED_OBJ)
+	@mkdir -p bin
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+tests/unit/%_test: tests/unit/%_test.o $(SHARED_OBJ) $(FRONT_OBJ)
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
+tests/conformance/corpus_test: tests/conformance/corpus_test.o $(SHARED_OBJ) $(FRONT_OBJ)
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)
+tests/fuzz/fuzz_%: tests/fuzz/fuzz_%.o tests/fuzz/replay.o $(SHARED_OBJ) $(FRONT_OBJ)
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# Build the fuzzers with clang's libFuzzer (and ASan/UBSan).
+FUZZ_CFLAGS = -std=gnu17 -D_GNU_SOURCE -Ishared -g -O1 -fsanitize=fuzzer,address,undefined \
+              $(shell pkg-config --cflags $(PKGS))
+fuzz:
+	@mkdir -p bin/fuzz
+	for f in proto dockerfile; do \
+	  clang $(FUZZ_CFLAGS) -o bin/fuzz/fuzz_$$f tests/fuzz/fuzz_$$f.c \
+	    $(SHARED_OBJ:.o=.c) $(FRONT_OBJ:.o=.c) $(LIBS) || exit 1; \
+	done
+	@echo "run: bin/fuzz/fuzz_proto tests/fuzz/corpus/proto (likewise dockerfile)"
+
+deps:
+	tests/install-deps.sh
+
+test: deps $(BINS) $(UNIT_TESTS) $(CONFORMANCE) $(FUZZ_REPLAY)
+	tests/run-tests.sh
+
+demo: deps $(BINS)
+	tests/demo.sh
+
+install: $(BINS)
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/bin
+
+clean:
+	rm -rf bin $(ALL_OBJ) $(ALL_OBJ:.o=.d) $(UNIT_TESTS) tests/unit/*.o tests/unit/*.d \
+	  $(CONFORMANCE) tests/conformance/*.o tests/conformance/*.d $(FUZZ_REPLAY) tests/fuzz/*.o tests/fuzz/*.d
+
+.PHONY: all deps test demo install clean fuzz
+.SECONDARY:
+-include $(ALL_OBJ:.o=.d)

@@ -1,0 +1,30 @@
+/* Build progress as buildx renders it. "plain": every vertex as "#N NAME",
+ * its log lines as "#N SECONDS LINE", then "#N DONE 0.4s" (or ERROR).
+ * "tty": one "=> NAME  0.4s" line per finished vertex and a step's log only
+ * when it fails (no cursor movement yet). "quiet": nothing but errors.
+ * "auto" picks tty when the output is a terminal, else plain. */
+#ifndef KILN_CLI_PROGRESS_H
+#define KILN_CLI_PROGRESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+struct progress;
+
+/* NULL for an unknown mode. out is borrowed. */
+struct progress *progress_new(const char *mode, FILE *out);
+void progress_free(struct progress *p);
+/* Start a vertex; returns its number (#N). */
+int progress_start(struct progress *p, const char *name);
+/* Output bytes of vertex v (split into lines; partial lines are kept). */
+void progress_log(struct progress *p, int v, const void *data, size_t len);
+/* A status line of vertex v ("transferring context: 3 files 1.2kB done"). */
+void progress_status(struct progress *p, int v, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Finish vertex v; msg is the error (NULL on success). */
+void progress_done(struct progress *p, int v, const char *msg);
+/* Human size ("1.2kB", "3.4MB") into out. */
+char *progress_size(unsigned long long bytes, char out[32]);
+
+#endif

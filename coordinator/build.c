@@ -1,0 +1,709 @@
+/* Build sessions: see build.h for the message flow. Invariant: a build is
+ * in the list from build.start until build.done or build.error was sent to
+ * its client; after that nothing about it is relayed. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "build.h"
+#include "cleanup.h"
+#include "digest.h"
+#include "err.h"
+#include "log.h"
+#include "nodes.h"
+#include "oci.h"
+#include "plan.h"
+#include "proto.h"
+#include "util.h"
+
+#define DOCKERFILE_MAX (4u << 20)
+
+enum build_state { B_SYNC, B_RUN, B_EXPORT };
+
+struct build {
+	struct build *next;
+	char id[64];
+	struct peer client;
+	struct node *node;
+	bool emulated;
+	struct plan *plan;
+	enum build_state state;
+	char kind[8];                 /* "oci" or "rootfs" */
+	char *tag;                    /* first -t, for the index annotation */
+	int64_t epoch;
+	struct op_layer *layers;      /* per op */
+	bool *has_layer;
+	int64_t start_ms;
+	uint64_t ctx_files, ctx_bytes;
+	char manifest_digest[DIGEST_STR_SIZE];
+	char config_digest[DIGEST_STR_SIZE];
+};
+
+struct builds {
+	struct build *head;
+	struct nodes *nodes;
+};
+
+struct builds *
+builds_new(struct nodes *ns)
+{
+	struct builds *bs = calloc(1, sizeof(*bs));
+
+	if (bs)
+		bs->nodes = ns;
+	return bs;
+}
+
+static void
+build_free(struct build *b)
+{
+	if (!b)
+		return;
+	peer_release(&b->client);
+	plan_free(b->plan);
+	free(b->tag);
+	free(b->layers);
+	free(b->has_layer);
+	free(b);
+}
+
+void
+builds_free(struct builds *bs)
+{
+	if (!bs)
+		return;
+	while (bs->head) {
+		struct build *b = bs->head;
+
+		bs->head = b->next;
+		build_free(b);
+	}
+	free(bs);
+}
+
+static void
+build_remove(struct builds *bs, struct build *b)
+{
+	for (struct build **p = &bs->head; *p; p = &(*p)->next)
+		if (*p == b) {
+			*p = b->next;
+			break;
+		}
+	if (b->node && b->node->assigned)
+		b->node->assigned--;
+	build_free(b);
+}
+
+static struct build *
+build_find(struct builds *bs, const char *id)
+{
+	for (struct build *b = bs->head; b; b = b->next)
+		if (strcmp(b->id, id) == 0)
+			return b;
+	return NULL;
+}
+
+static void
+send_error(const struct peer *to, const char *type, const char *build, uint64_t id,
+	   const struct kiln_err *err)
+{
+	struct proto_writer w;
+
+	proto_writer_init(&w, type, id);
+	if (build)
+		proto_w_str(&w, "build", build);
+	proto_w_u64(&w, "code", (uint64_t) (err->code > 0 ? err->code : EINVAL));
+	proto_w_str(&w, "msg", err->msg);
+	(void) peer_send(to, &w);
+	proto_writer_release(&w);
+}
+
+/* End a build with an error to its client and tell the node to forget it. */
+static void
+build_fail(struct builds *bs, struct build *b, const struct kiln_err *err)
+{
+	log_info("build=%s failed: %s", b->id, err->msg);
+	send_error(&b->client, "build.error", b->id, 0, err);
+	if (b->node && b->node->status == NODE_READY) {
+		struct proto_writer w;
+
+		proto_writer_init(&w, "job.cancel", 0);
+		proto_w_str(&w, "build", b->id);
+		(void) peer_send(&b->node->peer, &w);
+		proto_writer_release(&w);
+	}
+	build_remove(bs, b);
+}
+
+/* ---- decoding build.start ---- */
+
+static int
+read_files(const struct proto_msg *m, struct plan_file **ret, size_t *ret_n, struct kiln_err *err)
+{
+	const msgpack_object *a = proto_msg_get(m, "files");
+	struct plan_file *files;
+
+	*ret = NULL;
+	*ret_n = 0;
+	if (!a)
+		return 0;
+	if (a->type != MSGPACK_OBJECT_ARRAY)
+		return kiln_err_set(err, KILN_EPROTO, "build.start: files is not an array");
+	files = calloc(a->via.array.size + 1, sizeof(*files));
+	if (!files)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	*ret = files;
+	for (uint32_t i = 0; i < a->via.array.size; i++) {
+		const msgpack_object *o = &a->via.array.ptr[i];
+		struct plan_file *f = &files[i];
+		_cleanup_free_ char *kind = proto_obj_get_strdup(o, "k");
+		_cleanup_free_ char *d = proto_obj_get_strdup(o, "d");
+		uint64_t mode = 0;
+
+		f->path = proto_obj_get_strdup(o, "p");
+		f->link = proto_obj_get_strdup(o, "l");
+		*ret_n = i + 1;
+		if (!f->path || !kind || strlen(kind) != 1 || !strchr("fdl", kind[0]))
+			return kiln_err_set(err, KILN_EPROTO, "build.start: context entry %u is malformed", i);
+		f->kind = kind[0];
+		(void) proto_obj_get_u64(o, "m", &mode);
+		f->mode = (uint32_t) mode & 07777;
+		(void) proto_obj_get_i64(o, "t", &f->mtime);
+		(void) proto_obj_get_u64(o, "s", &f->size);
+		if (f->kind == 'f' && (!d || digest_parse(d, &f->digest) < 0))
+			return kiln_err_set(err, KILN_EPROTO, "build.start: file '%s' without digest", f->path);
+		if (f->kind == 'l' && !f->link)
+			return kiln_err_set(err, KILN_EPROTO, "build.start: symlink '%s' without target",
+					    f->path);
+	}
+	return 0;
+}
+
+static void
+files_free(struct plan_file *files, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(files[i].path);
+		free(files[i].link);
+	}
+	free(files);
+}
+
+static int
+read_contexts(const struct proto_msg *m, struct plan_context **ret, size_t *ret_n,
+	      struct kiln_err *err)
+{
+	const msgpack_object *a = proto_msg_get(m, "contexts");
+	struct plan_context *cs;
+	int r;
+
+	*ret = NULL;
+	*ret_n = 0;
+	if (!a)
+		return 0;
+	if (a->type != MSGPACK_OBJECT_ARRAY)
+		return kiln_err_set(err, KILN_EPROTO, "build.start: contexts is not an array");
+	cs = calloc(a->via.array.size + 1, sizeof(*cs));
+	if (!cs)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	*ret = cs;
+	for (uint32_t i = 0; i < a->via.array.size; i++) {
+		const msgpack_object *o = &a->via.array.ptr[i];
+		const msgpack_object *cfg = proto_obj_get(o, "config");
+		const msgpack_object *ls = proto_obj_get(o, "layers");
+		struct plan_context *c = &cs[i];
+		const json_t *diff_ids;
+
+		c->name = proto_obj_get_strdup(o, "name");
+		*ret_n = i + 1;
+		if (!c->name || !cfg || (cfg->type != MSGPACK_OBJECT_BIN && cfg->type != MSGPACK_OBJECT_STR) ||
+		    !ls || ls->type != MSGPACK_OBJECT_ARRAY)
+			return kiln_err_set(err, KILN_EPROTO, "build.start: context %u is malformed", i);
+		r = oci_config_parse(cfg->type == MSGPACK_OBJECT_BIN ? cfg->via.bin.ptr : cfg->via.str.ptr,
+				     cfg->type == MSGPACK_OBJECT_BIN ? cfg->via.bin.size : cfg->via.str.size,
+				     &c->config, err);
+		if (r < 0)
+			return kiln_err_wrap(err, "build context '%s'", c->name);
+		diff_ids = json_object_get(json_object_get(c->config, "rootfs"), "diff_ids");
+		if (json_array_size(diff_ids) != ls->via.array.size)
+			return kiln_err_set(err, EINVAL, "build context '%s': %u layers but %zu diff_ids",
+					    c->name, ls->via.array.size, json_array_size(diff_ids));
+		c->layers = calloc(ls->via.array.size + 1, sizeof(*c->layers));
+		if (!c->layers)
+			return kiln_err_set(err, ENOMEM, "out of memory");
+		for (uint32_t k = 0; k < ls->via.array.size; k++) {
+			const msgpack_object *l = &ls->via.array.ptr[k];
+			struct plan_layer *pl = &c->layers[k];
+			_cleanup_free_ char *d = proto_obj_get_strdup(l, "digest");
+			_cleanup_free_ char *mt = proto_obj_get_strdup(l, "media_type");
+
+			if (!d || digest_parse(d, &pl->l.digest) < 0 ||
+			    proto_obj_get_u64(l, "size", &pl->l.size) < 0 ||
+			    digest_parse(json_string_value(json_array_get(diff_ids, k)) ?: "",
+					 &pl->l.diff_id) < 0)
+				return kiln_err_set(err, KILN_EPROTO, "build context '%s': layer %u is malformed",
+						    c->name, k);
+			snprintf(pl->media_type, sizeof(pl->media_type), "%s", mt ? mt : OCI_MT_LAYER_GZ);
+			c->n_layers++;
+		}
+	}
+	return 0;
+}
+
+static void
+contexts_free(struct plan_context *cs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(cs[i].name);
+		json_decref(cs[i].config);
+		free(cs[i].layers);
+	}
+	free(cs);
+}
+
+static int
+read_strv(const struct proto_msg *m, const char *key, char ***ret, size_t *ret_n, struct kiln_err *err)
+{
+	const msgpack_object *a = proto_msg_get(m, key);
+
+	*ret = NULL;
+	*ret_n = 0;
+	if (!a)
+		return 0;
+	if (a->type != MSGPACK_OBJECT_ARRAY)
+		return kiln_err_set(err, KILN_EPROTO, "'%s' is not an array", key);
+	for (uint32_t i = 0; i < a->via.array.size; i++) {
+		_cleanup_free_ char *s = proto_obj_strdup(&a->via.array.ptr[i]);
+
+		if (!s)
+			return kiln_err_set(err, KILN_EPROTO, "'%s[%u]' is not a string", key, i);
+		if (op_add_arg(ret, ret_n, s) < 0)
+			return kiln_err_set(err, ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+static int
+start_plan(struct build *b, const struct proto_msg *m, struct kiln_err *err)
+{
+	struct plan_input in = { 0 };
+	struct plan_file *files = NULL;
+	struct plan_context *contexts = NULL;
+	size_t n_files = 0, n_contexts = 0;
+	_cleanup_free_ char *platform = proto_msg_strdup(m, "platform");
+	_cleanup_free_ char *target = proto_msg_strdup(m, "target");
+	_cleanup_free_ char *filename = proto_msg_strdup(m, "filename");
+	char **args = NULL;
+	size_t n_args = 0;
+	int r;
+
+	r = proto_msg_strn(m, "dockerfile", &in.dockerfile, &in.dockerfile_len);
+	if (r < 0 || in.dockerfile_len > DOCKERFILE_MAX)
+		return kiln_err_set(err, KILN_EPROTO, "build.start without a Dockerfile (or over 4 MiB)");
+	if (!platform || platform_parse(platform, &in.platform) < 0)
+		return kiln_err_set(err, EINVAL, "build.start: bad platform '%s'", platform ? platform : "");
+	r = read_files(m, &files, &n_files, err);
+	if (r == 0)
+		r = read_contexts(m, &contexts, &n_contexts, err);
+	if (r == 0)
+		r = read_strv(m, "build_args", &args, &n_args, err);
+	if (r == 0) {
+		in.filename = filename ? filename : "Dockerfile";
+		in.build_args = args;
+		in.n_build_args = n_args;
+		in.target = target && *target ? target : NULL;
+		in.contexts = contexts;
+		in.n_contexts = n_contexts;
+		in.files = files;
+		in.n_files = n_files;
+		r = plan_build(&in, &b->plan, err);
+	}
+	files_free(files, n_files);
+	contexts_free(contexts, n_contexts);
+	op_strv_free(args, n_args);
+	return r;
+}
+
+static void
+on_build_start(struct builds *bs, const struct peer *from, const struct proto_msg *m)
+{
+	_cleanup_free_ char *id = proto_msg_strdup(m, "build");
+	_cleanup_free_ char *kind = proto_msg_strdup(m, "output");
+	struct kiln_err err = { 0 };
+	struct proto_writer w;
+	struct build *b;
+	msgpack_packer *pk;
+	char ps[PLATFORM_STR_SIZE], ds[DIGEST_STR_SIZE];
+
+	if (!id || !*id || strlen(id) >= sizeof(b->id)) {
+		kiln_err_set(&err, KILN_EPROTO, "build.start without a valid build id");
+		send_error(from, "build.error", NULL, proto_msg_id(m), &err);
+		return;
+	}
+	if (build_find(bs, id)) {
+		kiln_err_set(&err, EEXIST, "build %s already exists", id);
+		send_error(from, "build.error", id, proto_msg_id(m), &err);
+		return;
+	}
+	b = calloc(1, sizeof(*b));
+	if (!b || peer_copy(&b->client, from) < 0) {
+		free(b);
+		return;
+	}
+	snprintf(b->id, sizeof(b->id), "%s", id);
+	snprintf(b->kind, sizeof(b->kind), "%s", kind && strcmp(kind, "rootfs") == 0 ? "rootfs" : "oci");
+	b->tag = proto_msg_strdup(m, "tag");
+	b->epoch = -1;
+	(void) proto_msg_i64(m, "epoch", &b->epoch);
+	b->start_ms = kiln_now_ms();
+	b->next = bs->head;
+	bs->head = b;
+
+	if (start_plan(b, m, &err) < 0) {
+		build_fail(bs, b, &err);
+		return;
+	}
+	b->layers = calloc(b->plan->n_ops + 1, sizeof(*b->layers));
+	b->has_layer = calloc(b->plan->n_ops + 1, sizeof(bool));
+	if (!b->layers || !b->has_layer) {
+		kiln_err_set(&err, ENOMEM, "out of memory");
+		build_fail(bs, b, &err);
+		return;
+	}
+	{
+		struct platform p;
+		_cleanup_free_ char *ps_in = proto_msg_strdup(m, "platform");
+
+		(void) platform_parse(ps_in, &p);
+		b->node = nodes_pick(bs->nodes, &p, &b->emulated);
+		if (!b->node) {
+			kiln_err_set(&err, ENODEV, "no node of this builder serves platform %s",
+				     platform_fmt(&p, ps));
+			build_fail(bs, b, &err);
+			return;
+		}
+	}
+	b->node->assigned++;
+	log_info("build=%s node=%s%s steps=%zu", b->id, b->node->name,
+		 b->emulated ? " (emulated)" : "", b->plan->n_ops);
+	proto_writer_init(&w, "job.have", 0);
+	proto_w_str(&w, "build", b->id);
+	pk = proto_w_key(&w, "digests");
+	msgpack_pack_array(pk, b->plan->n_needed);
+	for (size_t i = 0; i < b->plan->n_needed; i++)
+		proto_pack_str(pk, digest_fmt(&b->plan->needed[i], ds));
+	(void) peer_send(&b->node->peer, &w);
+	proto_writer_release(&w);
+}
+
+static void
+send_progress(struct build *b, size_t step, const char *status, const void *data, size_t len)
+{
+	struct proto_writer w;
+
+	proto_writer_init(&w, "progress", 0);
+	proto_w_str(&w, "build", b->id);
+	proto_w_u64(&w, "step", step);
+	proto_w_u64(&w, "total", b->plan->n_ops);
+	proto_w_str(&w, "name", b->plan->ops[step].name);
+	proto_w_str(&w, "status", status);
+	proto_w_str(&w, "node", b->node->name);
+	proto_w_bool(&w, "emulated", b->emulated);
+	if (data)
+		proto_w_bin(&w, "data", data, len);
+	(void) peer_send(&b->client, &w);
+	proto_writer_release(&w);
+}
+
+static void
+on_synced(struct build *b)
+{
+	struct proto_writer w;
+	msgpack_packer *pk;
+
+	b->state = B_RUN;
+	proto_writer_init(&w, "job.run", 0);
+	proto_w_str(&w, "build", b->id);
+	proto_w_i64(&w, "epoch", b->epoch);
+	pk = proto_w_key(&w, "ops");
+	msgpack_pack_array(pk, b->plan->n_ops);
+	for (size_t i = 0; i < b->plan->n_ops; i++)
+		op_pack(&b->plan->ops[i], pk);
+	(void) peer_send(&b->node->peer, &w);
+	proto_writer_release(&w);
+}
+
+void
+builds_on_client(struct builds *bs, const struct peer *from, const struct proto_msg *m,
+		 zframe_t *payload)
+{
+	const char *t = proto_msg_type(m);
+	_cleanup_free_ char *id = proto_msg_strdup(m, "build");
+	struct kiln_err err = { 0 };
+	struct build *b;
+
+	if (strcmp(t, "build.start") == 0) {
+		on_build_start(bs, from, m);
+		return;
+	}
+	b = id ? build_find(bs, id) : NULL;
+	if (!b || !peer_equal(&b->client, from)) {
+		kiln_err_set(&err, ENOENT, "no build '%s' of this client", id ? id : "");
+		send_error(from, "error", id, proto_msg_id(m), &err);
+		return;
+	}
+	if (strcmp(t, "blob.put") == 0 || strcmp(t, "xfer.data") == 0 || strcmp(t, "xfer.credit") == 0) {
+		(void) peer_forward(&b->node->peer, payload);
+	} else if (strcmp(t, "build.synced") == 0 && b->state == B_SYNC) {
+		on_synced(b);
+	} else if (strcmp(t, "build.cancel") == 0) {
+		kiln_err_set(&err, ECANCELED, "build canceled by the client");
+		build_fail(bs, b, &err);
+	} else {
+		kiln_err_set(&err, KILN_EPROTO, "unexpected '%s' for build %s", t, b->id);
+		build_fail(bs, b, &err);
+	}
+}
+
+static int
+read_layer(const struct proto_msg *m, struct op_layer *ret)
+{
+	const msgpack_object *l = proto_msg_get(m, "layer");
+	_cleanup_free_ char *d = NULL;
+	_cleanup_free_ char *diff = NULL;
+
+	if (!l)
+		return 0;
+	d = proto_obj_get_strdup(l, "digest");
+	diff = proto_obj_get_strdup(l, "diff_id");
+	if (!d || !diff || digest_parse(d, &ret->digest) < 0 || digest_parse(diff, &ret->diff_id) < 0 ||
+	    proto_obj_get_u64(l, "size", &ret->size) < 0)
+		return -KILN_EPROTO;
+	return 1;
+}
+
+/* Config, manifest and index for the finished build; sends job.export. */
+static int
+export_build(struct build *b, struct kiln_err *err)
+{
+	const struct op_layer **per_op = calloc(b->plan->n_ops + 1, sizeof(*per_op));
+	_cleanup_free_ char *config = NULL;
+	_cleanup_free_ char *manifest = NULL;
+	_cleanup_free_ char *index = NULL;
+	struct oci_manifest man = { 0 };
+	struct oci_index ix = { 0 };
+	struct oci_descriptor md = { 0 };
+	size_t config_len, man_len, ix_len, n_layers = 0;
+	struct proto_writer w;
+	msgpack_packer *pk;
+	char ds[DIGEST_STR_SIZE];
+	int64_t created = b->epoch >= 0 ? b->epoch : (int64_t) time(NULL);
+	int r;
+
+	if (!per_op)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	for (size_t i = 0; i < b->plan->n_ops; i++)
+		per_op[i] = b->has_layer[i] ? &b->layers[i] : NULL;
+	r = plan_finish_config(b->plan, per_op, created, &config, &config_len, err);
+	free(per_op);
+	if (r < 0)
+		return r;
+
+	snprintf(man.media_type, sizeof(man.media_type), "%s", OCI_MT_MANIFEST);
+	snprintf(man.config.media_type, sizeof(man.config.media_type), "%s", OCI_MT_CONFIG);
+	digest_buf(config, config_len, &man.config.digest);
+	man.config.size = (int64_t) config_len;
+	man.layers = calloc(b->plan->n_base + b->plan->n_ops + 1, sizeof(*man.layers));
+	if (!man.layers)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	for (size_t i = 0; i < b->plan->n_base; i++) {
+		struct oci_descriptor *d = &man.layers[n_layers++];
+
+		snprintf(d->media_type, sizeof(d->media_type), "%s", b->plan->base[i].media_type);
+		d->digest = b->plan->base[i].l.digest;
+		d->size = (int64_t) b->plan->base[i].l.size;
+	}
+	for (size_t i = 0; i < b->plan->n_ops; i++) {
+		struct oci_descriptor *d;
+
+		if (!b->has_layer[i])
+			continue;
+		d = &man.layers[n_layers++];
+		snprintf(d->media_type, sizeof(d->media_type), "%s", OCI_MT_LAYER_GZ);
+		d->digest = b->layers[i].digest;
+		d->size = (int64_t) b->layers[i].size;
+	}
+	man.n_layers = n_layers;
+	manifest = oci_manifest_dump(&man, &man_len);
+	if (!manifest) {
+		oci_manifest_release(&man);
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	}
+
+	snprintf(md.media_type, sizeof(md.media_type), "%s", OCI_MT_MANIFEST);
+	digest_buf(manifest, man_len, &md.digest);
+	md.size = (int64_t) man_len;
+	md.annotations = json_object();
+	{
+		const char *tag = b->tag && *b->tag ? b->tag : NULL;
+		const char *colon = tag ? strrchr(tag, ':') : NULL;
+		const char *ref = colon && !strchr(colon, '/') ? colon + 1 : "latest";
+
+		if (tag)
+			json_object_set_new(md.annotations, "io.containerd.image.name", json_string(tag));
+		json_object_set_new(md.annotations, OCI_ANNOT_REF_NAME, json_string(ref));
+	}
+	snprintf(ix.media_type, sizeof(ix.media_type), "%s", OCI_MT_INDEX);
+	ix.manifests = &md;
+	ix.n_manifests = 1;
+	index = oci_index_dump(&ix, &ix_len);
+	json_decref(md.annotations);
+	if (!index) {
+		oci_manifest_release(&man);
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	}
+	digest_fmt(&md.digest, b->manifest_digest);
+	digest_fmt(&man.config.digest, b->config_digest);
+
+	proto_writer_init(&w, "job.export", 0);
+	proto_w_str(&w, "build", b->id);
+	proto_w_str(&w, "kind", b->kind);
+	pk = proto_w_key(&w, "put");
+	msgpack_pack_array(pk, 2);
+	msgpack_pack_bin(pk, config_len);
+	msgpack_pack_bin_body(pk, config, config_len);
+	msgpack_pack_bin(pk, man_len);
+	msgpack_pack_bin_body(pk, manifest, man_len);
+	proto_w_strn(&w, "index", index, ix_len);
+	pk = proto_w_key(&w, "blobs");
+	msgpack_pack_array(pk, 2 + n_layers);
+	proto_pack_str(pk, b->manifest_digest);
+	proto_pack_str(pk, b->config_digest);
+	for (size_t i = 0; i < n_layers; i++)
+		proto_pack_str(pk, digest_fmt(&man.layers[i].digest, ds));
+	(void) peer_send(&b->node->peer, &w);
+	proto_writer_release(&w);
+	oci_manifest_release(&man);
+	b->state = B_EXPORT;
+	return 0;
+}
+
+static void
+send_done(struct build *b)
+{
+	struct proto_writer w;
+
+	proto_writer_init(&w, "build.done", 0);
+	proto_w_str(&w, "build", b->id);
+	proto_w_str(&w, "manifest_digest", b->manifest_digest);
+	proto_w_str(&w, "config_digest", b->config_digest);
+	proto_w_u64(&w, "ctx_files", b->ctx_files);
+	proto_w_u64(&w, "ctx_bytes", b->ctx_bytes);
+	proto_w_u64(&w, "steps", b->plan->n_ops);
+	proto_w_str(&w, "node", b->node->name);
+	proto_w_u64(&w, "duration_ms", (uint64_t) (kiln_now_ms() - b->start_ms));
+	(void) peer_send(&b->client, &w);
+	proto_writer_release(&w);
+}
+
+void
+builds_on_node(struct builds *bs, struct node *n, const struct proto_msg *m, zframe_t *payload)
+{
+	const char *t = proto_msg_type(m);
+	_cleanup_free_ char *id = proto_msg_strdup(m, "build");
+	struct kiln_err err = { 0 };
+	struct build *b = id ? build_find(bs, id) : NULL;
+	uint64_t step = 0;
+
+	if (!b || b->node != n) {
+		log_debug("'%s' from node '%s' for unknown build %s, ignoring", t, n->name, id ? id : "-");
+		return;
+	}
+	if (strcmp(t, "job.missing") == 0 || strcmp(t, "output.begin") == 0 ||
+	    strcmp(t, "xfer.data") == 0 || strcmp(t, "xfer.credit") == 0) {
+		if (strcmp(t, "job.missing") == 0) {
+			/* Same body, the client's name for it. */
+			struct proto_writer w;
+			const msgpack_object *ds = proto_msg_get(m, "digests");
+
+			proto_writer_init(&w, "build.need", 0);
+			proto_w_str(&w, "build", b->id);
+			msgpack_pack_object(proto_w_key(&w, "digests"),
+					    ds ? *ds : (msgpack_object) { .type = MSGPACK_OBJECT_NIL });
+			(void) peer_send(&b->client, &w);
+			proto_writer_release(&w);
+			return;
+		}
+		(void) peer_forward(&b->client, payload);
+		return;
+	}
+	if (strncmp(t, "step.", 5) == 0) {
+		if (proto_msg_u64(m, "step", &step) < 0 || step >= b->plan->n_ops) {
+			kiln_err_set(&err, KILN_EPROTO, "node '%s' sent '%s' for a step out of range",
+				     n->name, t);
+			build_fail(bs, b, &err);
+			return;
+		}
+		if (strcmp(t, "step.start") == 0) {
+			send_progress(b, step, "start", NULL, 0);
+		} else if (strcmp(t, "step.log") == 0) {
+			const void *data;
+			size_t len;
+
+			if (proto_msg_bin(m, "data", &data, &len) == 0)
+				send_progress(b, step, "log", data, len);
+		} else if (strcmp(t, "step.done") == 0) {
+			int r = read_layer(m, &b->layers[step]);
+
+			if (r < 0) {
+				kiln_err_set(&err, KILN_EPROTO, "node '%s': bad layer for step %" PRIu64,
+					     n->name, step);
+				build_fail(bs, b, &err);
+				return;
+			}
+			b->has_layer[step] = r == 1;
+			send_progress(b, step, "done", NULL, 0);
+		}
+		return;
+	}
+	if (strcmp(t, "job.done") == 0) {
+		(void) proto_msg_u64(m, "ctx_files", &b->ctx_files);
+		(void) proto_msg_u64(m, "ctx_bytes", &b->ctx_bytes);
+		if (export_build(b, &err) < 0)
+			build_fail(bs, b, &err);
+	} else if (strcmp(t, "job.exported") == 0) {
+		send_done(b);
+		log_info("build=%s done in %" PRId64 " ms", b->id, kiln_now_ms() - b->start_ms);
+		build_remove(bs, b);
+	} else if (strcmp(t, "job.error") == 0) {
+		_cleanup_free_ char *msg = proto_msg_strdup(m, "msg");
+		uint64_t code = EIO;
+
+		(void) proto_msg_u64(m, "code", &code);
+		kiln_err_set(&err, (int) code, "%s", msg ? msg : "node reported an error");
+		build_fail(bs, b, &err);
+	} else {
+		log_debug("unexpected '%s' from node '%s', ignoring", t, n->name);
+	}
+}
+
+void
+builds_node_gone(struct builds *bs, struct node *n)
+{
+	struct build *b = bs->head;
+
+	while (b) {
+		struct build *next = b->next;
+
+		if (b->node == n) {
+			struct kiln_err err = { 0 };
+
+			kiln_err_set(&err, EHOSTDOWN, "node '%s' was lost while running this build", n->name);
+			b->node = NULL;
+			build_fail(bs, b, &err);
+		}
+		b = next;
+	}
+}

@@ -1,0 +1,35 @@
+/* Build sessions on the coordinator. A build belongs to the client that
+ * started it and runs on one node (this slice schedules whole builds; the
+ * step scheduler comes later). The coordinator relays context blobs from
+ * the client to the node and outputs from the node to the client without
+ * storing them: relayed payloads are forwarded frame for frame.
+ *
+ * Client -> coordinator: build.start, blob.put, xfer.data, xfer.credit,
+ *                        build.synced
+ * Coordinator -> client: build.need, progress, output.begin, xfer.*,
+ *                        build.done, build.error
+ * Coordinator -> node:   job.have, blob.put, xfer.*, job.run, job.export
+ * Node -> coordinator:   job.missing, xfer.credit, step.start, step.log,
+ *                        step.done, job.done, job.error, output.begin,
+ *                        xfer.data, job.exported */
+#ifndef KILN_BUILD_H
+#define KILN_BUILD_H
+
+#include <czmq.h>
+
+struct builds;
+struct nodes;
+struct node;
+struct peer;
+struct proto_msg;
+
+struct builds *builds_new(struct nodes *ns);
+void builds_free(struct builds *bs);
+/* payload is the raw frame of m, for forwarding (borrowed). */
+void builds_on_client(struct builds *bs, const struct peer *from, const struct proto_msg *m,
+		      zframe_t *payload);
+void builds_on_node(struct builds *bs, struct node *n, const struct proto_msg *m, zframe_t *payload);
+/* Fail the builds running on a node that went away. */
+void builds_node_gone(struct builds *bs, struct node *n);
+
+#endif

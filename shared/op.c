@@ -1,0 +1,329 @@
+/* Encoding of build steps (struct op) as msgpack maps. Decoding treats the
+ * input as untrusted: every field is type-checked, strings are copied out
+ * of the msgpack zone, counts are bounded by what the frame held. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "op.h"
+#include "proto.h"
+
+static const char *const kind_names[] = { "image", "run", "copy", "mkdir" };
+
+static void
+pack_kstr(msgpack_packer *pk, const char *k, const char *v)
+{
+	proto_pack_str(pk, k);
+	proto_pack_str(pk, v);
+}
+
+static void
+pack_strv(msgpack_packer *pk, const char *k, char **v, size_t n)
+{
+	proto_pack_str(pk, k);
+	msgpack_pack_array(pk, n);
+	for (size_t i = 0; i < n; i++)
+		proto_pack_str(pk, v[i]);
+}
+
+static void
+pack_digest(msgpack_packer *pk, const char *k, const struct digest *d)
+{
+	char s[DIGEST_STR_SIZE];
+
+	pack_kstr(pk, k, digest_fmt(d, s));
+}
+
+void
+op_pack(const struct op *op, msgpack_packer *pk)
+{
+	switch (op->kind) {
+	case OP_IMAGE:
+		msgpack_pack_map(pk, 3);
+		break;
+	case OP_RUN:
+		msgpack_pack_map(pk, 7);
+		break;
+	case OP_COPY:
+	case OP_MKDIR:
+		msgpack_pack_map(pk, 3);
+		break;
+	}
+	pack_kstr(pk, "kind", kind_names[op->kind]);
+	pack_kstr(pk, "name", op->name ? op->name : "");
+	switch (op->kind) {
+	case OP_IMAGE:
+		proto_pack_str(pk, "layers");
+		msgpack_pack_array(pk, op->n_layers);
+		for (size_t i = 0; i < op->n_layers; i++) {
+			msgpack_pack_map(pk, 3);
+			pack_digest(pk, "digest", &op->layers[i].digest);
+			pack_digest(pk, "diff_id", &op->layers[i].diff_id);
+			proto_pack_str(pk, "size");
+			msgpack_pack_uint64(pk, op->layers[i].size);
+		}
+		break;
+	case OP_RUN:
+		pack_strv(pk, "args", op->args, op->n_args);
+		pack_strv(pk, "env", op->env, op->n_env);
+		pack_kstr(pk, "cwd", op->cwd ? op->cwd : "/");
+		pack_kstr(pk, "user", op->user ? op->user : "");
+		pack_kstr(pk, "network", op->network ? op->network : "default");
+		break;
+	case OP_COPY:
+		proto_pack_str(pk, "entries");
+		msgpack_pack_array(pk, op->n_entries);
+		for (size_t i = 0; i < op->n_entries; i++) {
+			const struct op_entry *e = &op->entries[i];
+			char k[2] = { e->kind, 0 };
+
+			msgpack_pack_map(pk, 8);
+			pack_kstr(pk, "path", e->path);
+			pack_kstr(pk, "kind", k);
+			proto_pack_str(pk, "mode");
+			msgpack_pack_uint32(pk, e->mode);
+			proto_pack_str(pk, "uid");
+			msgpack_pack_uint32(pk, e->uid);
+			proto_pack_str(pk, "gid");
+			msgpack_pack_uint32(pk, e->gid);
+			proto_pack_str(pk, "mtime");
+			msgpack_pack_int64(pk, e->mtime);
+			if (e->kind == OP_ENTRY_FILE)
+				pack_digest(pk, "digest", &e->digest);
+			else
+				pack_kstr(pk, "digest", NULL);
+			pack_kstr(pk, "link", e->link);
+		}
+		break;
+	case OP_MKDIR:
+		pack_kstr(pk, "path", op->path);
+		break;
+	}
+}
+
+int
+op_add_arg(char ***v, size_t *n, const char *s)
+{
+	char **nv = realloc(*v, (*n + 1) * sizeof(char *));
+
+	if (!nv)
+		return -ENOMEM;
+	*v = nv;
+	nv[*n] = strdup(s);
+	if (!nv[*n])
+		return -ENOMEM;
+	(*n)++;
+	return 0;
+}
+
+void
+op_strv_free(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+static int
+unpack_strv(const msgpack_object *map, const char *key, char ***ret, size_t *ret_n,
+	    struct kiln_err *err)
+{
+	const msgpack_object *a = proto_obj_get(map, key);
+
+	*ret = NULL;
+	*ret_n = 0;
+	if (!a)
+		return 0;
+	if (a->type != MSGPACK_OBJECT_ARRAY)
+		return kiln_err_set(err, KILN_EPROTO, "op field '%s' is not an array", key);
+	*ret = calloc(a->via.array.size + 1, sizeof(char *));
+	if (!*ret)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	for (uint32_t i = 0; i < a->via.array.size; i++) {
+		char *s = proto_obj_strdup(&a->via.array.ptr[i]);
+
+		if (!s)
+			return kiln_err_set(err, KILN_EPROTO, "op field '%s[%u]' is not a string", key, i);
+		(*ret)[(*ret_n)++] = s;
+	}
+	return 0;
+}
+
+static int
+unpack_digest(const msgpack_object *map, const char *key, struct digest *ret, struct kiln_err *err)
+{
+	const msgpack_object *o = proto_obj_get(map, key);
+
+	if (!o || o->type != MSGPACK_OBJECT_STR ||
+	    digest_parse_n(o->via.str.ptr, o->via.str.size, ret) < 0)
+		return kiln_err_set(err, KILN_EPROTO, "op field '%s' is not a digest", key);
+	return 0;
+}
+
+static int
+unpack_u32(const msgpack_object *map, const char *key, uint32_t *ret, struct kiln_err *err)
+{
+	uint64_t v;
+
+	if (proto_obj_get_u64(map, key, &v) < 0 || v > UINT32_MAX)
+		return kiln_err_set(err, KILN_EPROTO, "op field '%s' is not a uint32", key);
+	*ret = (uint32_t) v;
+	return 0;
+}
+
+/* Absolute, and no ".." component: a worker must never be told to write
+ * outside the snapshot. */
+static bool
+path_is_clean_abs(const char *p)
+{
+	if (!p || p[0] != '/')
+		return false;
+	for (const char *c = p; *c; ) {
+		size_t n;
+
+		while (*c == '/')
+			c++;
+		n = strcspn(c, "/");
+		if (n == 2 && c[0] == '.' && c[1] == '.')
+			return false;
+		c += n;
+	}
+	return true;
+}
+
+static int
+unpack_body(const msgpack_object *o, struct op *op, struct kiln_err *err)
+{
+	const msgpack_object *a;
+	int r;
+
+	switch (op->kind) {
+	case OP_IMAGE:
+		a = proto_obj_get(o, "layers");
+		if (!a || a->type != MSGPACK_OBJECT_ARRAY)
+			return kiln_err_set(err, KILN_EPROTO, "image op without layers");
+		op->layers = calloc(a->via.array.size + 1, sizeof(*op->layers));
+		if (!op->layers)
+			return kiln_err_set(err, ENOMEM, "out of memory");
+		for (uint32_t i = 0; i < a->via.array.size; i++) {
+			const msgpack_object *l = &a->via.array.ptr[i];
+			struct op_layer *ol = &op->layers[i];
+
+			r = unpack_digest(l, "digest", &ol->digest, err);
+			if (r < 0)
+				return r;
+			r = unpack_digest(l, "diff_id", &ol->diff_id, err);
+			if (r < 0)
+				return r;
+			if (proto_obj_get_u64(l, "size", &ol->size) < 0)
+				return kiln_err_set(err, KILN_EPROTO, "layer without size");
+			op->n_layers++;
+		}
+		return 0;
+	case OP_RUN:
+		r = unpack_strv(o, "args", &op->args, &op->n_args, err);
+		if (r < 0)
+			return r;
+		if (op->n_args == 0)
+			return kiln_err_set(err, KILN_EPROTO, "run op without args");
+		r = unpack_strv(o, "env", &op->env, &op->n_env, err);
+		if (r < 0)
+			return r;
+		op->cwd = proto_obj_get_strdup(o, "cwd");
+		op->user = proto_obj_get_strdup(o, "user");
+		op->network = proto_obj_get_strdup(o, "network");
+		if (!op->cwd || op->cwd[0] != '/')
+			return kiln_err_set(err, KILN_EPROTO, "run op without absolute cwd");
+		return 0;
+	case OP_COPY:
+		a = proto_obj_get(o, "entries");
+		if (!a || a->type != MSGPACK_OBJECT_ARRAY)
+			return kiln_err_set(err, KILN_EPROTO, "copy op without entries");
+		op->entries = calloc(a->via.array.size + 1, sizeof(*op->entries));
+		if (!op->entries)
+			return kiln_err_set(err, ENOMEM, "out of memory");
+		for (uint32_t i = 0; i < a->via.array.size; i++) {
+			const msgpack_object *m = &a->via.array.ptr[i];
+			struct op_entry *e = &op->entries[op->n_entries];
+			char *k;
+
+			e->path = proto_obj_get_strdup(m, "path");
+			op->n_entries++;
+			if (!path_is_clean_abs(e->path))
+				return kiln_err_set(err, KILN_EPROTO, "copy entry %u: bad path", i);
+			k = proto_obj_get_strdup(m, "kind");
+			e->kind = k && strlen(k) == 1 ? k[0] : 0;
+			free(k);
+			if (e->kind != OP_ENTRY_FILE && e->kind != OP_ENTRY_DIR && e->kind != OP_ENTRY_SYMLINK)
+				return kiln_err_set(err, KILN_EPROTO, "copy entry '%s': bad kind", e->path);
+			if ((r = unpack_u32(m, "mode", &e->mode, err)) < 0 ||
+			    (r = unpack_u32(m, "uid", &e->uid, err)) < 0 ||
+			    (r = unpack_u32(m, "gid", &e->gid, err)) < 0)
+				return r;
+			e->mode &= 07777;
+			if (proto_obj_get_i64(m, "mtime", &e->mtime) < 0)
+				return kiln_err_set(err, KILN_EPROTO, "copy entry '%s': bad mtime", e->path);
+			if (e->kind == OP_ENTRY_FILE) {
+				r = unpack_digest(m, "digest", &e->digest, err);
+				if (r < 0)
+					return r;
+			}
+			if (e->kind == OP_ENTRY_SYMLINK) {
+				e->link = proto_obj_get_strdup(m, "link");
+				if (!e->link)
+					return kiln_err_set(err, KILN_EPROTO, "symlink '%s' without target", e->path);
+			}
+		}
+		return 0;
+	case OP_MKDIR:
+		op->path = proto_obj_get_strdup(o, "path");
+		if (!path_is_clean_abs(op->path))
+			return kiln_err_set(err, KILN_EPROTO, "mkdir op without absolute path");
+		return 0;
+	}
+	return kiln_err_set(err, KILN_EPROTO, "unknown op kind");
+}
+
+int
+op_unpack(const msgpack_object *o, struct op *ret, struct kiln_err *err)
+{
+	const msgpack_object *k;
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	if (o->type != MSGPACK_OBJECT_MAP)
+		return kiln_err_set(err, KILN_EPROTO, "op is not a map");
+	k = proto_obj_get(o, "kind");
+	r = -1;
+	for (int i = 0; i < 4; i++)
+		if (k && proto_obj_is_str(k, kind_names[i]))
+			r = i;
+	if (r < 0)
+		return kiln_err_set(err, KILN_EPROTO, "op has no known kind");
+	ret->kind = (enum op_kind) r;
+	ret->name = proto_obj_get_strdup(o, "name");
+	r = unpack_body(o, ret, err);
+	if (r < 0)
+		op_release(ret);
+	return r;
+}
+
+void
+op_release(struct op *op)
+{
+	free(op->name);
+	free(op->layers);
+	op_strv_free(op->args, op->n_args);
+	op_strv_free(op->env, op->n_env);
+	free(op->cwd);
+	free(op->user);
+	free(op->network);
+	for (size_t i = 0; i < op->n_entries; i++) {
+		free(op->entries[i].path);
+		free(op->entries[i].link);
+	}
+	free(op->entries);
+	free(op->path);
+	memset(op, 0, sizeof(*op));
+}

@@ -1,0 +1,124 @@
+/* OCI layout tar writer. The rootfs exporters live in shared/layer.c
+ * (layer_write_rootfs_tar); this module only packs already-stored blobs. */
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cas.h"
+#include "cleanup.h"
+#include "digest.h"
+#include "err.h"
+#include "export.h"
+
+static int
+put_entry(struct archive *a, const char *name, mode_t type, int64_t size, int64_t mtime,
+	  struct kiln_err *err)
+{
+	struct archive_entry *e = archive_entry_new();
+	int r;
+
+	if (!e)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	archive_entry_set_pathname(e, name);
+	archive_entry_set_filetype(e, type);
+	archive_entry_set_perm(e, type == AE_IFDIR ? 0755 : 0644);
+	archive_entry_set_size(e, type == AE_IFDIR ? 0 : size);
+	archive_entry_set_mtime(e, mtime, 0);
+	archive_entry_set_uid(e, 0);
+	archive_entry_set_gid(e, 0);
+	r = archive_write_header(a, e);
+	archive_entry_free(e);
+	if (r != ARCHIVE_OK)
+		return kiln_err_set(err, EIO, "write tar header '%s': %s", name, archive_error_string(a));
+	return 0;
+}
+
+static int
+put_bytes(struct archive *a, const char *name, const void *data, size_t len, int64_t mtime,
+	  struct kiln_err *err)
+{
+	int r = put_entry(a, name, AE_IFREG, (int64_t) len, mtime, err);
+
+	if (r < 0)
+		return r;
+	if (len && archive_write_data(a, data, len) != (la_ssize_t) len)
+		return kiln_err_set(err, EIO, "write tar data '%s': %s", name, archive_error_string(a));
+	return 0;
+}
+
+static int
+put_blob(struct archive *a, struct cas *cas, const struct digest *d, int64_t mtime,
+	 struct kiln_err *err)
+{
+	char path[4096], name[128], hex[65];
+	_cleanup_close_ int fd = -1;
+	struct stat st;
+	int r;
+
+	cas_path(cas, d, path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return kiln_err_errno(err, errno, "blob %s", path);
+	snprintf(name, sizeof(name), "blobs/sha256/%s", digest_hex(d, hex));
+	r = put_entry(a, name, AE_IFREG, st.st_size, mtime, err);
+	if (r < 0)
+		return r;
+	for (;;) {
+		char buf[65536];
+		ssize_t n = read(fd, buf, sizeof(buf));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return kiln_err_errno(err, errno, "read '%s'", path);
+		if (n == 0)
+			break;
+		if (archive_write_data(a, buf, (size_t) n) != n)
+			return kiln_err_set(err, EIO, "write tar: %s", archive_error_string(a));
+	}
+	return 0;
+}
+
+int
+export_oci_tar(struct cas *cas, const char *index_json, size_t index_len,
+	       const struct digest *blobs, size_t n_blobs, int64_t epoch, int fd,
+	       struct kiln_err *err)
+{
+	static const char layout[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
+	int64_t mtime = epoch >= 0 ? epoch : 0;
+	struct archive *a = archive_write_new();
+	int r;
+
+	if (!a)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	archive_write_set_format_pax_restricted(a);
+	archive_write_set_bytes_in_last_block(a, 1);
+	if (archive_write_open_fd(a, fd) != ARCHIVE_OK) {
+		r = kiln_err_set(err, EIO, "open tar: %s", archive_error_string(a));
+		goto out;
+	}
+	r = put_bytes(a, "oci-layout", layout, strlen(layout), mtime, err);
+	if (r == 0)
+		r = put_bytes(a, "index.json", index_json, index_len, mtime, err);
+	if (r == 0)
+		r = put_entry(a, "blobs", AE_IFDIR, 0, mtime, err);
+	if (r == 0)
+		r = put_entry(a, "blobs/sha256", AE_IFDIR, 0, mtime, err);
+	for (size_t i = 0; r == 0 && i < n_blobs; i++) {
+		bool dup = false;
+
+		for (size_t k = 0; k < i; k++)
+			dup = dup || digest_equal(&blobs[k], &blobs[i]);
+		if (!dup)
+			r = put_blob(a, cas, &blobs[i], mtime, err);
+	}
+	if (r == 0 && archive_write_close(a) != ARCHIVE_OK)
+		r = kiln_err_set(err, EIO, "close tar: %s", archive_error_string(a));
+out:
+	archive_write_free(a);
+	return r;
+}

@@ -1,0 +1,20 @@
+/* Exporters on the worker: the files a build's outputs are made of, written
+ * to an fd the worker then streams to the client. */
+#ifndef KILN_EXPORT_H
+#define KILN_EXPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct kiln_err;
+struct cas;
+struct digest;
+
+/* An OCI image layout as a tar: oci-layout, index.json (given), and every
+ * blob in blobs (taken from cas) under blobs/sha256/. Deterministic: entries
+ * in a fixed order, mtime epoch (or 0), uid/gid 0. */
+int export_oci_tar(struct cas *cas, const char *index_json, size_t index_len,
+		   const struct digest *blobs, size_t n_blobs, int64_t epoch, int fd,
+		   struct kiln_err *err);
+
+#endif

@@ -1,0 +1,576 @@
+/* Op execution. Each op gets a fresh upper directory under STATE/tmp; its
+ * changes become a layer (deterministic tar+gzip in the blob store) and the
+ * directory is adopted as that layer's extracted form, so the next op stacks
+ * it as an overlay lower dir without extracting anything.
+ *
+ * This runs on a job thread of the threaded worker, so processes are started
+ * with posix_spawn (no fork of a threaded process); namespaces and mounts
+ * happen in kiln-run. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cas.h"
+#include "cleanup.h"
+#include "err.h"
+#include "job.h"
+#include "layer.h"
+#include "proto.h"
+#include "snapshot.h"
+#include "util.h"
+
+#define TAIL_SIZE 2048                   /* output kept for the error message */
+
+extern char **environ;
+
+static void
+emit_step(struct job *j, job_emit_fn emit, void *ctx, const char *type, size_t step,
+	  const struct op_layer *layer)
+{
+	struct proto_writer w;
+	char s[DIGEST_STR_SIZE];
+
+	proto_writer_init(&w, type, 0);
+	proto_w_str(&w, "build", j->build);
+	proto_w_u64(&w, "step", step);
+	if (layer) {
+		msgpack_packer *pk = proto_w_key(&w, "layer");
+
+		msgpack_pack_map(pk, 3);
+		proto_pack_str(pk, "digest");
+		proto_pack_str(pk, digest_fmt(&layer->digest, s));
+		proto_pack_str(pk, "diff_id");
+		proto_pack_str(pk, digest_fmt(&layer->diff_id, s));
+		proto_pack_str(pk, "size");
+		msgpack_pack_uint64(pk, layer->size);
+	}
+	emit(ctx, &w);
+	proto_writer_release(&w);
+}
+
+static int
+stack_push(struct job *j, char *dir)
+{
+	char **n = realloc(j->stack, (j->n_stack + 1) * sizeof(char *));
+
+	if (!n) {
+		free(dir);
+		return -ENOMEM;
+	}
+	memmove(n + 1, n, j->n_stack * sizeof(char *));
+	n[0] = dir;
+	j->stack = n;
+	j->n_stack++;
+	return 0;
+}
+
+static int
+layers_push(struct job *j, const struct op_layer *l)
+{
+	struct op_layer *n = realloc(j->layers, (j->n_layers + 1) * sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	n[j->n_layers++] = *l;
+	j->layers = n;
+	return 0;
+}
+
+static int
+run_image(struct job *j, const struct op *op, struct kiln_err *err)
+{
+	for (size_t i = 0; i < op->n_layers; i++) {
+		char *dir;
+		int r = snap_ensure_layer(j->state, j->cas, &op->layers[i], &dir, err);
+
+		if (r < 0)
+			return r;
+		if (stack_push(j, dir) < 0 || layers_push(j, &op->layers[i]) < 0)
+			return kiln_err_set(err, ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+/* A fresh STATE/tmp/<build>-<step>-XXXXXX with upper/ (and work/, mnt/ for
+ * overlay). Caller owns *ret_base and removes it. */
+static int
+make_scratch(struct job *j, size_t step, char **ret_base, struct kiln_err *err)
+{
+	_cleanup_free_ char *tmp = kiln_strdupf("%s/tmp", j->state);
+	_cleanup_free_ char *base = NULL;
+	char *sub;
+	int r;
+
+	if (!tmp)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	r = kiln_mkdir_p(tmp, 0700);
+	if (r < 0)
+		return kiln_err_errno(err, -r, "mkdir '%s'", tmp);
+	base = kiln_strdupf("%s/%s-%zu-XXXXXX", tmp, j->build, step);
+	if (!base || !mkdtemp(base))
+		return kiln_err_errno(err, errno ? errno : ENOMEM, "mkdtemp in '%s'", tmp);
+	for (const char *d = "upper\0work\0mnt\0"; *d; d += strlen(d) + 1) {
+		sub = kiln_strdupf("%s/%s", base, d);
+		if (!sub || mkdir(sub, 0755) < 0) {
+			free(sub);
+			return kiln_err_errno(err, errno ? errno : ENOMEM, "mkdir in '%s'", base);
+		}
+		free(sub);
+	}
+	*ret_base = STEAL_PTR(base);
+	return 0;
+}
+
+/* Turn upper into a layer (unless it is empty) and stack it. */
+static int
+finish_layer(struct job *j, const char *upper, struct op_layer *ret, bool *ret_has,
+	     struct kiln_err *err)
+{
+	struct layer_info li;
+	char *dir;
+	int r;
+
+	*ret_has = false;
+	r = layer_from_dir(j->cas, upper, j->epoch, &li, err);
+	if (r < 0)
+		return r;
+	if (r == 1)
+		return 0;
+	ret->digest = li.digest;
+	ret->diff_id = li.diff_id;
+	ret->size = li.size;
+	r = snap_adopt(j->state, upper, &li.diff_id, &dir, err);
+	if (r < 0)
+		return r;
+	if (stack_push(j, dir) < 0 || layers_push(j, ret) < 0)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	*ret_has = true;
+	return 0;
+}
+
+static char *
+lowerdirs(struct job *j, struct kiln_err *err)
+{
+	size_t len = 1;
+	char *s, *p;
+
+	if (j->n_stack == 0) {
+		char *empty;
+
+		if (snap_empty_dir(j->state, &empty, err) < 0)
+			return NULL;
+		return empty;
+	}
+	for (size_t i = 0; i < j->n_stack; i++)
+		len += strlen(j->stack[i]) + 1;
+	s = p = malloc(len);
+	if (!s) {
+		kiln_err_set(err, ENOMEM, "out of memory");
+		return NULL;
+	}
+	for (size_t i = 0; i < j->n_stack; i++)
+		p += sprintf(p, "%s%s", i ? ":" : "", j->stack[i]);
+	return s;
+}
+
+static void
+tail_append(char *tail, size_t *len, const char *data, size_t n)
+{
+	if (n >= TAIL_SIZE) {
+		memcpy(tail, data + n - TAIL_SIZE, TAIL_SIZE);
+		*len = TAIL_SIZE;
+		return;
+	}
+	if (*len + n > TAIL_SIZE) {
+		size_t drop = *len + n - TAIL_SIZE;
+
+		memmove(tail, tail + drop, *len - drop);
+		*len -= drop;
+	}
+	memcpy(tail + *len, data, n);
+	*len += n;
+}
+
+/* The last few lines of output, for the error message. */
+static void
+tail_lines(const char *tail, size_t len, char *out, size_t size)
+{
+	size_t start = len, lines = 0;
+
+	while (len > 0 && tail[len - 1] == '\n')
+		len--;
+	start = len;
+	while (start > 0 && lines < 5) {
+		start--;
+		if (tail[start] == '\n')
+			lines++;
+	}
+	if (tail[start] == '\n')
+		start++;
+	snprintf(out, size, "%.*s", (int) (len - start), tail + start);
+}
+
+static int
+spawn_run(struct job *j, size_t step, const struct op *op, const char *base, job_emit_fn emit,
+	  void *ctx, struct kiln_err *err)
+{
+	_cleanup_free_ char *lower = lowerdirs(j, err);
+	_cleanup_free_ char *exe = kiln_sibling_exe("kiln-run");
+	_cleanup_free_ char *upper = kiln_strdupf("%s/upper", base);
+	_cleanup_free_ char *work = kiln_strdupf("%s/work", base);
+	_cleanup_free_ char *mnt = kiln_strdupf("%s/mnt", base);
+	_cleanup_free_ char *argv_buf = NULL;
+	char **argv = NULL, tail[TAIL_SIZE], last[TAIL_SIZE];
+	size_t argc = 0, tail_len = 0;
+	posix_spawn_file_actions_t fa;
+	int pipefd[2], status, r;
+	pid_t pid;
+
+	if (!lower)
+		return -err->code;
+	if (!exe || !upper || !work || !mnt)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+#define ARG(s) do { if (op_add_arg(&argv, &argc, (s)) < 0) goto out_nomem; } while (0)
+	ARG(exe);
+	ARG("--lower");
+	ARG(lower);
+	ARG("--upper");
+	ARG(upper);
+	ARG("--work");
+	ARG(work);
+	ARG("--mnt");
+	ARG(mnt);
+	ARG("--cwd");
+	ARG(op->cwd);
+	ARG("--network");
+	ARG(op->network && strcmp(op->network, "host") == 0 ? "host" : "none");
+	if (op->user && *op->user) {
+		ARG("--user");
+		ARG(op->user);
+	}
+	for (size_t i = 0; i < op->n_env; i++) {
+		ARG("--env");
+		ARG(op->env[i]);
+	}
+	ARG("--");
+	for (size_t i = 0; i < op->n_args; i++)
+		ARG(op->args[i]);
+	if (op_add_arg(&argv, &argc, "") < 0)
+		goto out_nomem;
+	free(argv[argc - 1]);
+	argv[argc - 1] = NULL;
+#undef ARG
+
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		r = kiln_err_errno(err, errno, "pipe");
+		goto out;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+	r = posix_spawn(&pid, exe, &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	close(pipefd[1]);
+	if (r != 0) {
+		close(pipefd[0]);
+		r = kiln_err_errno(err, r, "spawn '%s'", exe);
+		goto out;
+	}
+	for (;;) {
+		char buf[16384];
+		ssize_t n = read(pipefd[0], buf, sizeof(buf));
+		struct proto_writer w;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		tail_append(tail, &tail_len, buf, (size_t) n);
+		proto_writer_init(&w, "step.log", 0);
+		proto_w_str(&w, "build", j->build);
+		proto_w_u64(&w, "step", step);
+		proto_w_bin(&w, "data", buf, (size_t) n);
+		emit(ctx, &w);
+		proto_writer_release(&w);
+	}
+	close(pipefd[0]);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	r = 0;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		_cleanup_free_ char *cmd = NULL;
+		size_t len = 0;
+
+		for (size_t i = 0; i < op->n_args; i++)
+			len += strlen(op->args[i]) + 1;
+		/* Quoted as Go's %q does, so the message reads as BuildKit's. */
+		cmd = calloc(1, 2 * len + 1);
+		for (size_t i = 0, o = 0; cmd && i < op->n_args; i++) {
+			if (i)
+				cmd[o++] = ' ';
+			for (const char *c = op->args[i]; *c; c++) {
+				if (*c == '"' || *c == '\\')
+					cmd[o++] = '\\';
+				cmd[o++] = *c == '\n' ? ' ' : *c;
+			}
+		}
+		tail_lines(tail, tail_len, last, sizeof(last));
+		r = kiln_err_set(err, KILN_EBUILD,
+				 "process \"%s\" did not complete successfully: exit code: %d%s%s",
+				 cmd ? cmd : "", code, *last ? "\n" : "", last);
+	}
+	goto out;
+out_nomem:
+	r = kiln_err_set(err, ENOMEM, "out of memory");
+out:
+	op_strv_free(argv, argc);
+	return r;
+}
+
+static int
+copy_blob(struct job *j, const struct op_entry *e, const char *dst, struct kiln_err *err)
+{
+	char src[4096], s[DIGEST_STR_SIZE];
+	_cleanup_close_ int in = -1;
+	_cleanup_close_ int out = -1;
+	struct stat st;
+
+	cas_path(j->cas, &e->digest, src, sizeof(src));
+	in = open(src, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return kiln_err_errno(err, errno, "context file %s for '%s'", digest_fmt(&e->digest, s),
+				      e->path);
+	if (fstat(in, &st) < 0)
+		return kiln_err_errno(err, errno, "stat '%s'", src);
+	(void) unlink(dst);
+	out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (out < 0)
+		return kiln_err_errno(err, errno, "create '%s'", e->path);
+	for (off_t left = st.st_size; left > 0; ) {
+		ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t) left, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return kiln_err_errno(err, n < 0 ? errno : EIO, "copy '%s'", e->path);
+		left -= n;
+	}
+	return 0;
+}
+
+static int
+set_meta(const char *path, uint32_t mode, uint32_t uid, uint32_t gid, int64_t mtime, bool link,
+	 struct kiln_err *err)
+{
+	struct timespec ts[2] = { { mtime, 0 }, { mtime, 0 } };
+
+	if (lchown(path, uid, gid) < 0)
+		return kiln_err_errno(err, errno, "chown '%s'", path);
+	if (!link && chmod(path, mode) < 0)
+		return kiln_err_errno(err, errno, "chmod '%s'", path);
+	if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		return kiln_err_errno(err, errno, "set times of '%s'", path);
+	return 0;
+}
+
+/* Create the parents of path (absolute, in the image) inside upper with the
+ * metadata they have in the snapshot below, so that the layer carries the
+ * same directory modes and owners as the image already had. */
+static int
+prepare_parents(struct job *j, const char *upper, const char *path, struct kiln_err *err)
+{
+	_cleanup_free_ char *p = strdup(path);
+	int64_t now = j->epoch >= 0 ? j->epoch : (int64_t) time(NULL);
+	char *c;
+
+	if (!p)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	for (c = p + 1; (c = strchr(c, '/')); c++) {
+		_cleanup_free_ char *full = NULL;
+		struct stat st, below;
+
+		*c = '\0';
+		full = kiln_strdupf("%s%s", upper, p);
+		if (!full)
+			return kiln_err_set(err, ENOMEM, "out of memory");
+		if (lstat(full, &st) == 0) {
+			*c = '/';
+			if (!S_ISDIR(st.st_mode))
+				return kiln_err_set(err, ENOTDIR, "'%s' is not a directory", p);
+			continue;
+		}
+		if (snap_lookup(j->stack, j->n_stack, p, &below) == 1) {
+			if (!S_ISDIR(below.st_mode)) {
+				*c = '/';
+				return kiln_err_set(err, ENOTDIR, "cannot copy to '%s': a parent is not a directory",
+						    path);
+			}
+		} else {
+			memset(&below, 0, sizeof(below));
+			below.st_mode = S_IFDIR | 0755;
+			below.st_mtim.tv_sec = now;
+		}
+		if (mkdir(full, 0700) < 0)
+			return kiln_err_errno(err, errno, "mkdir '%s'", p);
+		if (set_meta(full, below.st_mode & 07777, below.st_uid, below.st_gid,
+			     below.st_mtim.tv_sec, false, err) < 0)
+			return -err->code;
+		*c = '/';
+	}
+	return 0;
+}
+
+static int
+apply_copy(struct job *j, const struct op *op, const char *upper, struct kiln_err *err)
+{
+	int r;
+
+	for (size_t i = 0; i < op->n_entries; i++) {
+		const struct op_entry *e = &op->entries[i];
+		_cleanup_free_ char *dst = kiln_strdupf("%s%s", upper, e->path);
+		struct stat st;
+
+		if (!dst)
+			return kiln_err_set(err, ENOMEM, "out of memory");
+		r = prepare_parents(j, upper, e->path, err);
+		if (r < 0)
+			return r;
+		switch (e->kind) {
+		case OP_ENTRY_DIR:
+			if (lstat(dst, &st) == 0 && S_ISDIR(st.st_mode))
+				break;
+			(void) unlink(dst);
+			if (mkdir(dst, 0700) < 0)
+				return kiln_err_errno(err, errno, "mkdir '%s'", e->path);
+			break;
+		case OP_ENTRY_FILE:
+			r = copy_blob(j, e, dst, err);
+			if (r < 0)
+				return r;
+			break;
+		case OP_ENTRY_SYMLINK:
+			(void) unlink(dst);
+			if (symlink(e->link, dst) < 0)
+				return kiln_err_errno(err, errno, "symlink '%s'", e->path);
+			break;
+		}
+		if (e->kind != OP_ENTRY_DIR) {
+			r = set_meta(dst, e->mode, e->uid, e->gid, e->mtime, e->kind == OP_ENTRY_SYMLINK, err);
+			if (r < 0)
+				return r;
+		}
+	}
+	/* Directory times last, children first, since filling a directory
+	 * changes its mtime. */
+	for (size_t i = op->n_entries; i-- > 0; ) {
+		const struct op_entry *e = &op->entries[i];
+		_cleanup_free_ char *dst = NULL;
+
+		if (e->kind != OP_ENTRY_DIR)
+			continue;
+		dst = kiln_strdupf("%s%s", upper, e->path);
+		if (!dst)
+			return kiln_err_set(err, ENOMEM, "out of memory");
+		r = set_meta(dst, e->mode, e->uid, e->gid, e->mtime, false, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int
+apply_mkdir(struct job *j, const struct op *op, const char *upper, struct kiln_err *err)
+{
+	_cleanup_free_ char *dst = kiln_strdupf("%s%s", upper, op->path);
+	int64_t now = j->epoch >= 0 ? j->epoch : (int64_t) time(NULL);
+	struct stat st;
+	int r;
+
+	if (!dst)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	if (snap_lookup(j->stack, j->n_stack, op->path, &st) == 1) {
+		if (!S_ISDIR(st.st_mode))
+			return kiln_err_set(err, ENOTDIR, "WORKDIR '%s' exists and is not a directory",
+					    op->path);
+		return 0;
+	}
+	r = prepare_parents(j, upper, op->path, err);
+	if (r < 0)
+		return r;
+	if (mkdir(dst, 0755) < 0)
+		return kiln_err_errno(err, errno, "mkdir '%s'", op->path);
+	return set_meta(dst, 0755, 0, 0, now, false, err);
+}
+
+int
+job_execute(struct job *j, job_emit_fn emit, void *ctx, struct kiln_err *err)
+{
+	for (size_t i = 0; i < j->n_ops; i++) {
+		const struct op *op = &j->ops[i];
+		_cleanup_free_ char *base = NULL;
+		_cleanup_free_ char *upper = NULL;
+		struct op_layer layer;
+		bool has = false;
+		int r = 0;
+
+		emit_step(j, emit, ctx, "step.start", i, NULL);
+		if (op->kind == OP_IMAGE) {
+			r = run_image(j, op, err);
+			if (r < 0)
+				return r;
+			emit_step(j, emit, ctx, "step.done", i, NULL);
+			continue;
+		}
+		r = make_scratch(j, i, &base, err);
+		if (r < 0)
+			return r;
+		upper = kiln_strdupf("%s/upper", base);
+		if (!upper) {
+			(void) kiln_rm_rf(base);
+			return kiln_err_set(err, ENOMEM, "out of memory");
+		}
+		switch (op->kind) {
+		case OP_RUN:
+			r = spawn_run(j, i, op, base, emit, ctx, err);
+			break;
+		case OP_COPY:
+			r = apply_copy(j, op, upper, err);
+			break;
+		case OP_MKDIR:
+			r = apply_mkdir(j, op, upper, err);
+			break;
+		case OP_IMAGE:
+			break;
+		}
+		if (r == 0)
+			r = finish_layer(j, upper, &layer, &has, err);
+		(void) kiln_rm_rf(base);
+		if (r < 0)
+			return r;
+		emit_step(j, emit, ctx, "step.done", i, has ? &layer : NULL);
+	}
+	return 0;
+}
+
+void
+job_release(struct job *j)
+{
+	for (size_t i = 0; i < j->n_ops; i++)
+		op_release(&j->ops[i]);
+	free(j->ops);
+	op_strv_free(j->stack, j->n_stack);
+	free(j->layers);
+	j->ops = NULL;
+	j->stack = NULL;
+	j->layers = NULL;
+	j->n_ops = j->n_stack = j->n_layers = 0;
+}

@@ -1,0 +1,42 @@
+/* Executing one build job on a worker: a list of ops applied one on top of
+ * the other (see shared/op.h). Runs on its own thread; everything it has to
+ * say (step start, logs, results, errors) goes out through emit, which the
+ * caller routes to the coordinator. RUN steps execute through kiln-run. */
+#ifndef KILN_JOB_H
+#define KILN_JOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "op.h"
+
+struct kiln_err;
+struct cas;
+struct proto_writer;
+
+/* Called with a finished message; the callee sends it and releases nothing. */
+typedef void (*job_emit_fn)(void *ctx, struct proto_writer *w);
+
+struct job {
+	char build[64];
+	const char *state;            /* borrowed: the worker's state dir */
+	struct cas *cas;              /* borrowed */
+	int64_t epoch;                /* SOURCE_DATE_EPOCH or -1 */
+	char *cpuset;                 /* borrowed; NULL = no pinning */
+	struct op *ops;               /* owned */
+	size_t n_ops;
+	/* Results: the snapshot stack (top first) and the layers of the image
+	 * (bottom first, base layers included). */
+	char **stack;
+	size_t n_stack;
+	struct op_layer *layers;
+	size_t n_layers;
+};
+
+/* Run every op. Emits "step.start", "step.log", "step.done" per op; a
+ * failing op emits nothing more and returns its error. */
+int job_execute(struct job *j, job_emit_fn emit, void *ctx, struct kiln_err *err);
+/* Free what job_execute and the caller put into j (not j itself). */
+void job_release(struct job *j);
+
+#endif

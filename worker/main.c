@@ -1,0 +1,873 @@
+/* kiln-worker: one build node. Connects a DEALER to the coordinator,
+ * registers its platforms (native, and emulated ones read from
+ * binfmt_misc), heartbeats, receives context blobs into its blob store, runs
+ * jobs on threads and streams outputs back.
+ *
+ * The main thread owns the ZeroMQ socket and every piece of transfer state;
+ * job threads only read their own struct job and send finished messages to
+ * the main thread over an inproc PUSH/PULL pair, which forwards them. */
+#include <czmq.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cas.h"
+#include "cleanup.h"
+#include "curve.h"
+#include "digest.h"
+#include "err.h"
+#include "export.h"
+#include "job.h"
+#include "layer.h"
+#include "log.h"
+#include "platform.h"
+#include "proto.h"
+#include "util.h"
+#include "xfer.h"
+
+#define JOB_OUT_EP "inproc://kiln-job-out"
+#define MAX_PLATFORMS 16
+#define CTX_BLOB_MAX (8ull << 30)
+
+struct wjob {
+	struct wjob *next;
+	char build[64];
+	struct job job;
+	pthread_t thread;
+	bool running;
+	bool ran;                      /* job_execute finished successfully */
+	uint64_t ctx_files, ctx_bytes; /* context blobs received */
+	/* export request, read by the thread */
+	int export_kind;               /* 0 = none, 1 = oci, 2 = rootfs */
+	char *index_json;
+	size_t index_len;
+	struct digest *blobs;
+	size_t n_blobs;
+	char *out_path;
+	struct xfer_tx *out_tx;
+};
+
+struct wrx {
+	struct wrx *next;
+	char build[64];
+	uint64_t stream;
+	struct xfer_rx *rx;
+};
+
+struct worker {
+	char *name;
+	char *state;
+	char *cpuset;
+	struct cas *cas;
+	zsock_t *sock;
+	zsock_t *jobs_in;
+	struct platform native[MAX_PLATFORMS];
+	size_t n_native;
+	struct platform emulated[MAX_PLATFORMS];
+	size_t n_emulated;
+	unsigned capacity;
+	struct wjob *jobs;
+	struct wrx *rxs;
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void
+on_signal(int sig)
+{
+	(void) sig;
+	stop_requested = 1;
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: kiln-worker --coordinator ENDPOINT [options]\n"
+		"\n"
+		"Runs one kiln build node: registers with the coordinator and executes steps.\n"
+		"\n"
+		"Options:\n"
+		"  --coordinator EP     coordinator endpoint (ipc://PATH or tcp://HOST:PORT)\n"
+		"  --name NAME          node name (default: hostname)\n"
+		"  --state DIR          state directory (blob store, layers) (default: ./kiln-worker-state)\n"
+		"  --platform P,...     platforms to serve (default: native + emulated from binfmt_misc)\n"
+		"  --capacity N         concurrent steps (default: number of CPUs)\n"
+		"  --cpuset-cpus LIST   confine steps to these CPUs\n"
+		"  --server-key FILE    coordinator's public certificate (tcp:// only)\n"
+		"  --key FILE           this worker's certificate, created if missing (tcp:// only)\n"
+		"  --heartbeat MS       heartbeat interval (default: 1000)\n"
+		"  --pidfile FILE       write the process id here\n"
+		"  -h, --help           show this help\n");
+}
+
+/* Emulators registered in binfmt_misc that are enabled. */
+static void
+detect_emulated(struct worker *w)
+{
+	_cleanup_closedir_ DIR *d = opendir("/proc/sys/fs/binfmt_misc");
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d)) && w->n_emulated < MAX_PLATFORMS) {
+		_cleanup_free_ char *path = NULL;
+		_cleanup_free_ char *body = NULL;
+		struct platform p;
+		size_t len;
+		bool dup = false;
+
+		if (platform_from_qemu(de->d_name, &p) < 0)
+			continue;
+		path = kiln_strdupf("/proc/sys/fs/binfmt_misc/%s", de->d_name);
+		if (!path || kiln_read_file_at(AT_FDCWD, path, 65536, &body, &len) < 0)
+			continue;
+		if (!kiln_startswith(body, "enabled"))
+			continue;
+		for (size_t i = 0; i < w->n_native; i++)
+			dup = dup || platform_equal(&w->native[i], &p);
+		for (size_t i = 0; i < w->n_emulated; i++)
+			dup = dup || platform_equal(&w->emulated[i], &p);
+		if (!dup)
+			w->emulated[w->n_emulated++] = p;
+	}
+}
+
+static int
+setup_platforms(struct worker *w, const char *list, struct kiln_err *err)
+{
+	struct platform host, want[MAX_PLATFORMS], emu[MAX_PLATFORMS];
+	size_t n_emu;
+	int n;
+
+	platform_host(&host);
+	w->native[0] = host;
+	w->n_native = 1;
+	detect_emulated(w);
+	if (!list)
+		return 0;
+	n = platform_parse_list(list, want, MAX_PLATFORMS);
+	if (n < 0)
+		return kiln_err_set(err, EINVAL, "bad --platform '%s'", list);
+	/* Serve exactly what was asked, each natively when the host is that
+	 * platform, else only when an emulator is registered for it. */
+	memcpy(emu, w->emulated, sizeof(emu));
+	n_emu = w->n_emulated;
+	w->n_native = w->n_emulated = 0;
+	for (int i = 0; i < n; i++) {
+		bool found = false;
+		char s[PLATFORM_STR_SIZE];
+
+		if (platform_equal(&want[i], &host)) {
+			w->native[w->n_native++] = want[i];
+			continue;
+		}
+		for (size_t k = 0; k < n_emu; k++)
+			found = found || platform_equal(&emu[k], &want[i]);
+		if (!found)
+			return kiln_err_set(err, ENOTSUP,
+					    "platform %s is neither native nor emulated here "
+					    "(no binfmt_misc handler)", platform_fmt(&want[i], s));
+		w->emulated[w->n_emulated++] = want[i];
+	}
+	return 0;
+}
+
+static void
+pack_platforms(struct proto_writer *pw, const char *key, const struct platform *p, size_t n)
+{
+	msgpack_packer *pk = proto_w_key(pw, key);
+	char s[PLATFORM_STR_SIZE];
+
+	msgpack_pack_array(pk, n);
+	for (size_t i = 0; i < n; i++)
+		proto_pack_str(pk, platform_fmt(&p[i], s));
+}
+
+static unsigned
+running_jobs(const struct worker *w)
+{
+	unsigned n = 0;
+
+	for (const struct wjob *j = w->jobs; j; j = j->next)
+		n += j->running;
+	return n;
+}
+
+static void
+send_register(struct worker *w)
+{
+	struct proto_writer pw;
+
+	proto_writer_init(&pw, "worker.register", 0);
+	proto_w_str(&pw, "name", w->name);
+	pack_platforms(&pw, "platforms", w->native, w->n_native);
+	pack_platforms(&pw, "emulated", w->emulated, w->n_emulated);
+	proto_w_u64(&pw, "capacity", w->capacity);
+	proto_w_u64(&pw, "load", running_jobs(w));
+	(void) proto_send(w->sock, NULL, &pw);
+	proto_writer_release(&pw);
+}
+
+static void
+send_heartbeat(struct worker *w)
+{
+	struct proto_writer pw;
+
+	proto_writer_init(&pw, "worker.hb", 0);
+	proto_w_str(&pw, "name", w->name);
+	proto_w_u64(&pw, "load", running_jobs(w));
+	(void) proto_send(w->sock, NULL, &pw);
+	proto_writer_release(&pw);
+}
+
+static void
+send_build_error(struct worker *w, const char *build, const struct kiln_err *e)
+{
+	struct proto_writer pw;
+
+	proto_writer_init(&pw, "job.error", 0);
+	proto_w_str(&pw, "build", build);
+	proto_w_u64(&pw, "code", (uint64_t) e->code);
+	proto_w_str(&pw, "msg", e->msg);
+	(void) proto_send(w->sock, NULL, &pw);
+	proto_writer_release(&pw);
+}
+
+static struct wjob *
+job_find(struct worker *w, const char *build, bool create)
+{
+	struct wjob *j;
+
+	for (j = w->jobs; j; j = j->next)
+		if (strcmp(j->build, build) == 0)
+			return j;
+	if (!create || strlen(build) >= sizeof(j->build))
+		return NULL;
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return NULL;
+	snprintf(j->build, sizeof(j->build), "%s", build);
+	snprintf(j->job.build, sizeof(j->job.build), "%s", build);
+	j->job.state = w->state;
+	j->job.cas = w->cas;
+	j->job.epoch = -1;
+	j->job.cpuset = w->cpuset;
+	j->next = w->jobs;
+	w->jobs = j;
+	return j;
+}
+
+static void
+job_drop(struct worker *w, struct wjob *j)
+{
+	for (struct wjob **p = &w->jobs; *p; p = &(*p)->next)
+		if (*p == j) {
+			*p = j->next;
+			break;
+		}
+	if (j->running)
+		pthread_join(j->thread, NULL);
+	job_release(&j->job);
+	free(j->index_json);
+	free(j->blobs);
+	if (j->out_path) {
+		(void) unlink(j->out_path);
+		free(j->out_path);
+	}
+	xfer_tx_free(j->out_tx);
+	free(j);
+}
+
+/* ---- job threads ---- */
+
+static void
+thread_emit(void *ctx, struct proto_writer *pw)
+{
+	(void) proto_send(ctx, NULL, pw);
+}
+
+static void *
+job_thread(void *arg)
+{
+	struct wjob *j = arg;
+	zsock_t *out = zsock_new_push(">" JOB_OUT_EP);
+	struct proto_writer pw;
+	struct kiln_err err = { 0 };
+	int r = 0;
+
+	if (!out)
+		return NULL;
+	if (j->export_kind == 0) {
+		r = job_execute(&j->job, thread_emit, out, &err);
+		proto_writer_init(&pw, r < 0 ? "job.error" : "job.done", 0);
+		proto_w_str(&pw, "build", j->build);
+		if (r < 0) {
+			proto_w_u64(&pw, "code", (uint64_t) err.code);
+			proto_w_str(&pw, "msg", err.msg);
+		} else {
+			proto_w_u64(&pw, "ctx_files", j->ctx_files);
+			proto_w_u64(&pw, "ctx_bytes", j->ctx_bytes);
+		}
+	} else {
+		_cleanup_close_ int fd = open(j->out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+		if (fd < 0)
+			r = kiln_err_errno(&err, errno, "create '%s'", j->out_path);
+		else if (j->export_kind == 1)
+			r = export_oci_tar(j->job.cas, j->index_json, j->index_len, j->blobs, j->n_blobs,
+					   j->job.epoch, fd, &err);
+		else
+			r = layer_write_rootfs_tar((const char *const *) j->job.stack,
+						   (unsigned) j->job.n_stack, fd, j->job.epoch, &err);
+		proto_writer_init(&pw, r < 0 ? "job.error" : "out.ready", 0);
+		proto_w_str(&pw, "build", j->build);
+		if (r < 0) {
+			proto_w_u64(&pw, "code", (uint64_t) err.code);
+			proto_w_str(&pw, "msg", err.msg);
+		}
+	}
+	(void) proto_send(out, NULL, &pw);
+	proto_writer_release(&pw);
+	zsock_destroy(&out);
+	return NULL;
+}
+
+static int
+start_thread(struct wjob *j, struct kiln_err *err)
+{
+	int r = pthread_create(&j->thread, NULL, job_thread, j);
+
+	if (r != 0)
+		return kiln_err_errno(err, r, "start job thread");
+	j->running = true;
+	return 0;
+}
+
+/* ---- messages from the coordinator ---- */
+
+static int
+on_job_have(struct worker *w, struct proto_msg *m, const char *build, struct kiln_err *err)
+{
+	const msgpack_object *ds = proto_msg_get(m, "digests");
+	struct proto_writer pw;
+	msgpack_packer *pk;
+	uint32_t n_missing = 0;
+	bool *missing;
+
+	if (!ds || ds->type != MSGPACK_OBJECT_ARRAY)
+		return kiln_err_set(err, KILN_EPROTO, "job.have without digests");
+	if (!job_find(w, build, true))
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	missing = calloc(ds->via.array.size + 1, sizeof(bool));
+	if (!missing)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	for (uint32_t i = 0; i < ds->via.array.size; i++) {
+		const msgpack_object *o = &ds->via.array.ptr[i];
+		struct digest d;
+
+		if (o->type != MSGPACK_OBJECT_STR || digest_parse_n(o->via.str.ptr, o->via.str.size, &d) < 0) {
+			free(missing);
+			return kiln_err_set(err, KILN_EPROTO, "job.have: bad digest");
+		}
+		missing[i] = !cas_has(w->cas, &d);
+		n_missing += missing[i];
+	}
+	proto_writer_init(&pw, "job.missing", proto_msg_id(m));
+	proto_w_str(&pw, "build", build);
+	pk = proto_w_key(&pw, "digests");
+	msgpack_pack_array(pk, n_missing);
+	for (uint32_t i = 0; i < ds->via.array.size; i++)
+		if (missing[i])
+			msgpack_pack_object(pk, ds->via.array.ptr[i]);
+	free(missing);
+	(void) proto_send(w->sock, NULL, &pw);
+	proto_writer_release(&pw);
+	return 0;
+}
+
+static int
+on_blob_put(struct worker *w, struct proto_msg *m, const char *build, struct kiln_err *err)
+{
+	_cleanup_free_ char *ds = proto_msg_strdup(m, "digest");
+	uint64_t stream, size;
+	struct digest d;
+	struct wrx *x;
+	int r;
+
+	if (!ds || digest_parse(ds, &d) < 0 || proto_msg_u64(m, "stream", &stream) < 0 ||
+	    proto_msg_u64(m, "size", &size) < 0)
+		return kiln_err_set(err, KILN_EPROTO, "blob.put: missing digest, stream or size");
+	if (size > CTX_BLOB_MAX)
+		return kiln_err_set(err, EFBIG, "blob %s is too large", ds);
+	x = calloc(1, sizeof(*x));
+	if (!x)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	snprintf(x->build, sizeof(x->build), "%s", build);
+	x->stream = stream;
+	r = xfer_rx_new_cas(stream, w->cas, &d, size, &x->rx, err);
+	if (r < 0) {
+		free(x);
+		return r;
+	}
+	x->next = w->rxs;
+	w->rxs = x;
+	return 0;
+}
+
+static void
+rx_drop(struct worker *w, struct wrx *x)
+{
+	for (struct wrx **p = &w->rxs; *p; p = &(*p)->next)
+		if (*p == x) {
+			*p = x->next;
+			break;
+		}
+	xfer_rx_free(x->rx);
+	free(x);
+}
+
+static int
+on_xfer_data(struct worker *w, struct proto_msg *m, const char *build, struct kiln_err *err)
+{
+	struct proto_writer pw;
+	unsigned credit = 0;
+	bool done = false;
+	uint64_t stream;
+	struct wrx *x;
+	int r;
+
+	if (proto_msg_u64(m, "stream", &stream) < 0)
+		return kiln_err_set(err, KILN_EPROTO, "xfer.data without stream");
+	for (x = w->rxs; x; x = x->next)
+		if (x->stream == stream && strcmp(x->build, build) == 0)
+			break;
+	if (!x)
+		return kiln_err_set(err, KILN_EPROTO, "xfer.data for unknown stream %" PRIu64, stream);
+	r = xfer_rx_data(x->rx, m, &credit, &done, err);
+	if (r < 0) {
+		rx_drop(w, x);
+		return r;
+	}
+	if (credit && !done) {
+		proto_writer_init(&pw, "xfer.credit", 0);
+		proto_w_str(&pw, "build", build);
+		xfer_write_credit(&pw, stream, credit);
+		(void) proto_send(w->sock, NULL, &pw);
+		proto_writer_release(&pw);
+	}
+	if (done) {
+		struct wjob *j = job_find(w, build, true);
+
+		if (j) {
+			j->ctx_files++;
+			j->ctx_bytes += xfer_rx_received(x->rx);
+		}
+		rx_drop(w, x);
+	}
+	return 0;
+}
+
+static int
+on_job_run(struct worker *w, struct proto_msg *m, const char *build, struct kiln_err *err)
+{
+	const msgpack_object *ops = proto_msg_get(m, "ops");
+	struct wjob *j = job_find(w, build, true);
+	int64_t epoch = -1;
+	int r;
+
+	if (!j)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	if (j->running || j->job.ops)
+		return kiln_err_set(err, EBUSY, "build %s is already running here", build);
+	if (!ops || ops->type != MSGPACK_OBJECT_ARRAY || ops->via.array.size == 0)
+		return kiln_err_set(err, KILN_EPROTO, "job.run without ops");
+	(void) proto_msg_i64(m, "epoch", &epoch);
+	j->job.epoch = epoch;
+	j->job.ops = calloc(ops->via.array.size, sizeof(struct op));
+	if (!j->job.ops)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	for (uint32_t i = 0; i < ops->via.array.size; i++) {
+		r = op_unpack(&ops->via.array.ptr[i], &j->job.ops[i], err);
+		if (r < 0)
+			return kiln_err_wrap(err, "step %u", i);
+		j->job.n_ops++;
+	}
+	return start_thread(j, err);
+}
+
+static int
+on_job_export(struct worker *w, struct proto_msg *m, const char *build, struct kiln_err *err)
+{
+	struct wjob *j = job_find(w, build, false);
+	_cleanup_free_ char *kind = proto_msg_strdup(m, "kind");
+	const msgpack_object *blobs = proto_msg_get(m, "put");
+	const char *ix;
+	size_t ix_len;
+	int r;
+
+	if (!j || !j->ran)
+		return kiln_err_set(err, ENOENT, "build %s has no finished job here", build);
+	if (j->running)
+		return kiln_err_set(err, EBUSY, "build %s is busy", build);
+	if (!kind || (strcmp(kind, "oci") != 0 && strcmp(kind, "rootfs") != 0))
+		return kiln_err_set(err, KILN_EPROTO, "job.export: unknown kind");
+	j->export_kind = strcmp(kind, "oci") == 0 ? 1 : 2;
+	/* Small blobs the coordinator made (config, manifest) arrive inline. */
+	if (blobs && blobs->type == MSGPACK_OBJECT_ARRAY) {
+		for (uint32_t i = 0; i < blobs->via.array.size; i++) {
+			const msgpack_object *b = &blobs->via.array.ptr[i];
+
+			if (b->type != MSGPACK_OBJECT_BIN)
+				return kiln_err_set(err, KILN_EPROTO, "job.export: put[%u] is not bin", i);
+			r = cas_put(w->cas, b->via.bin.ptr, b->via.bin.size, NULL, NULL, NULL, err);
+			if (r < 0)
+				return r;
+		}
+	}
+	if (j->export_kind == 1) {
+		const msgpack_object *ds = proto_msg_get(m, "blobs");
+
+		if (proto_msg_strn(m, "index", &ix, &ix_len) < 0 || !ds || ds->type != MSGPACK_OBJECT_ARRAY)
+			return kiln_err_set(err, KILN_EPROTO, "job.export oci without index or blobs");
+		free(j->index_json);
+		j->index_json = strndup(ix, ix_len);
+		j->index_len = ix_len;
+		free(j->blobs);
+		j->n_blobs = 0;
+		j->blobs = calloc(ds->via.array.size + 1, sizeof(struct digest));
+		if (!j->index_json || !j->blobs)
+			return kiln_err_set(err, ENOMEM, "out of memory");
+		for (uint32_t i = 0; i < ds->via.array.size; i++) {
+			const msgpack_object *o = &ds->via.array.ptr[i];
+
+			if (o->type != MSGPACK_OBJECT_STR ||
+			    digest_parse_n(o->via.str.ptr, o->via.str.size, &j->blobs[i]) < 0)
+				return kiln_err_set(err, KILN_EPROTO, "job.export: bad blob digest");
+			if (!cas_has(w->cas, &j->blobs[i]))
+				return kiln_err_set(err, ENOENT, "job.export: blob %.*s is not here",
+						    (int) o->via.str.size, o->via.str.ptr);
+			j->n_blobs++;
+		}
+	}
+	free(j->out_path);
+	j->out_path = kiln_strdupf("%s/tmp/out-%s", w->state, build);
+	if (!j->out_path)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	return start_thread(j, err);
+}
+
+static void
+pump_output(struct worker *w, struct wjob *j)
+{
+	struct kiln_err err = { 0 };
+
+	while (j->out_tx && xfer_tx_ready(j->out_tx)) {
+		struct proto_writer pw;
+		int r;
+
+		proto_writer_init(&pw, "xfer.data", 0);
+		proto_w_str(&pw, "build", j->build);
+		r = xfer_tx_next(j->out_tx, &pw, &err);
+		if (r == 0)
+			(void) proto_send(w->sock, NULL, &pw);
+		proto_writer_release(&pw);
+		if (r < 0) {
+			send_build_error(w, j->build, &err);
+			job_drop(w, j);
+			return;
+		}
+	}
+	if (j->out_tx && xfer_tx_done(j->out_tx)) {
+		struct proto_writer pw;
+
+		proto_writer_init(&pw, "job.exported", 0);
+		proto_w_str(&pw, "build", j->build);
+		(void) proto_send(w->sock, NULL, &pw);
+		proto_writer_release(&pw);
+		job_drop(w, j);
+	}
+}
+
+static int
+on_xfer_credit(struct worker *w, struct proto_msg *m, const char *build, struct kiln_err *err)
+{
+	struct wjob *j = job_find(w, build, false);
+	int r;
+
+	if (!j || !j->out_tx)
+		return 0;               /* late credit for a finished stream */
+	r = xfer_tx_credit(j->out_tx, m, err);
+	if (r < 0)
+		return r;
+	pump_output(w, j);
+	return 0;
+}
+
+static void
+handle_coordinator(struct worker *w)
+{
+	struct proto_msg *m = NULL;
+	_cleanup_free_ char *build = NULL;
+	struct kiln_err err = { 0 };
+	const char *t;
+	int r;
+
+	r = proto_recv(w->sock, NULL, &m, &err);
+	if (r < 0) {
+		log_error_err(&err, "bad message from coordinator, ignoring");
+		return;
+	}
+	t = proto_msg_type(m);
+	build = proto_msg_strdup(m, "build");
+	if (strcmp(t, "worker.reregister") == 0) {
+		log_info("coordinator does not know this node, registering again");
+		send_register(w);
+		r = 0;
+	} else if (strcmp(t, "worker.ack") == 0 || strcmp(t, "pong") == 0) {
+		r = 0;
+	} else if (strcmp(t, "error") == 0) {
+		_cleanup_free_ char *msg = proto_msg_strdup(m, "msg");
+
+		log_warn("coordinator: %s", msg ? msg : "(no message)");
+		r = 0;
+	} else if (!build || strlen(build) >= 64) {
+		r = kiln_err_set(&err, KILN_EPROTO, "message '%s' without build", t);
+	} else if (strcmp(t, "job.have") == 0) {
+		r = on_job_have(w, m, build, &err);
+	} else if (strcmp(t, "blob.put") == 0) {
+		r = on_blob_put(w, m, build, &err);
+	} else if (strcmp(t, "xfer.data") == 0) {
+		r = on_xfer_data(w, m, build, &err);
+	} else if (strcmp(t, "xfer.credit") == 0) {
+		r = on_xfer_credit(w, m, build, &err);
+	} else if (strcmp(t, "job.run") == 0) {
+		r = on_job_run(w, m, build, &err);
+	} else if (strcmp(t, "job.export") == 0) {
+		r = on_job_export(w, m, build, &err);
+	} else if (strcmp(t, "job.cancel") == 0) {
+		struct wjob *j = job_find(w, build, false);
+
+		if (j)
+			job_drop(w, j);
+		r = 0;
+	} else {
+		r = kiln_err_set(&err, KILN_EPROTO, "unknown message type '%s'", t);
+	}
+	if (r < 0) {
+		log_error_err(&err, "%s build=%s", t, build ? build : "-");
+		if (build && strlen(build) < 64)
+			send_build_error(w, build, &err);
+	}
+	proto_msg_free(m);
+}
+
+/* A finished message from a job thread: note what it means for the job,
+ * then pass it on. */
+static void
+handle_job_output(struct worker *w)
+{
+	zmsg_t *msg = zmsg_recv(w->jobs_in);
+	struct proto_msg *m = NULL;
+	_cleanup_free_ char *build = NULL;
+	struct kiln_err err = { 0 };
+	zframe_t *f;
+	struct wjob *j;
+	const char *t;
+
+	if (!msg)
+		return;
+	f = zmsg_first(msg);
+	if (!f || proto_decode(zframe_data(f), zframe_size(f), &m, &err) < 0) {
+		zmsg_destroy(&msg);
+		return;
+	}
+	t = proto_msg_type(m);
+	build = proto_msg_strdup(m, "build");
+	j = build ? job_find(w, build, false) : NULL;
+	if (j && (strcmp(t, "job.done") == 0 || strcmp(t, "job.error") == 0 ||
+		  strcmp(t, "out.ready") == 0)) {
+		pthread_join(j->thread, NULL);
+		j->running = false;
+		if (strcmp(t, "job.done") == 0)
+			j->ran = true;
+	}
+	if (j && strcmp(t, "out.ready") == 0) {
+		struct proto_writer pw;
+		struct stat st;
+
+		if (stat(j->out_path, &st) < 0 || xfer_tx_new_file(1, j->out_path, &j->out_tx, &err) < 0) {
+			if (!err.code)
+				kiln_err_errno(&err, errno, "stat '%s'", j->out_path);
+			send_build_error(w, j->build, &err);
+			job_drop(w, j);
+		} else {
+			proto_writer_init(&pw, "output.begin", 0);
+			proto_w_str(&pw, "build", j->build);
+			proto_w_u64(&pw, "stream", 1);
+			proto_w_u64(&pw, "size", (uint64_t) st.st_size);
+			(void) proto_send(w->sock, NULL, &pw);
+			proto_writer_release(&pw);
+			pump_output(w, j);
+		}
+		zmsg_destroy(&msg);
+		proto_msg_free(m);
+		return;
+	}
+	if (j && strcmp(t, "job.error") == 0)
+		job_drop(w, j);
+	(void) zmsg_send(&msg, w->sock);
+	proto_msg_free(m);
+}
+
+static int
+write_pidfile(const char *path)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%d\n", (int) getpid());
+
+	return kiln_write_file_atomic(AT_FDCWD, path, buf, (size_t) n, 0644);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "coordinator", required_argument, NULL, 'c' },
+		{ "name", required_argument, NULL, 'n' },
+		{ "state", required_argument, NULL, 's' },
+		{ "platform", required_argument, NULL, 'p' },
+		{ "capacity", required_argument, NULL, 'C' },
+		{ "cpuset-cpus", required_argument, NULL, 'U' },
+		{ "server-key", required_argument, NULL, 'S' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "heartbeat", required_argument, NULL, 'H' },
+		{ "pidfile", required_argument, NULL, 'P' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	const char *endpoint = NULL, *platforms = NULL, *server_key = NULL, *key = NULL;
+	const char *pidfile = NULL;
+	struct worker w = { 0 };
+	struct kiln_err err = { 0 };
+	char host[256] = "worker";
+	int64_t hb_ms = 1000, next_hb;
+	zpoller_t *poller;
+	_cleanup_free_ char *cas_dir = NULL;
+	int c, r;
+
+	kiln_log_init("kiln-worker");
+	w.state = "kiln-worker-state";
+	w.capacity = (unsigned) sysconf(_SC_NPROCESSORS_ONLN);
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': endpoint = optarg; break;
+		case 'n': w.name = optarg; break;
+		case 's': w.state = optarg; break;
+		case 'p': platforms = optarg; break;
+		case 'C': w.capacity = (unsigned) strtoul(optarg, NULL, 10); break;
+		case 'U': w.cpuset = optarg; break;
+		case 'S': server_key = optarg; break;
+		case 'k': key = optarg; break;
+		case 'H': hb_ms = strtoll(optarg, NULL, 10); break;
+		case 'P': pidfile = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!endpoint || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	if (!w.name) {
+		(void) gethostname(host, sizeof(host) - 1);
+		w.name = host;
+	}
+	if (w.capacity == 0)
+		w.capacity = 1;
+	if (hb_ms < 50)
+		hb_ms = 50;
+	r = setup_platforms(&w, platforms, &err);
+	if (r < 0)
+		return log_error_err(&err, "platforms"), 1;
+	r = kiln_mkdir_p(w.state, 0700);
+	cas_dir = kiln_strdupf("%s/cas", w.state);
+	if (r < 0 || !cas_dir) {
+		log_error("cannot create state directory '%s'", w.state);
+		return 1;
+	}
+	r = cas_open(cas_dir, &w.cas, &err);
+	if (r < 0)
+		return log_error_err(&err, "open blob store"), 1;
+	if (pidfile && write_pidfile(pidfile) < 0) {
+		log_error("cannot write pidfile '%s'", pidfile);
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	zsys_handler_set(NULL);
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+
+	w.sock = zsock_new(ZMQ_DEALER);
+	w.jobs_in = zsock_new_pull("@" JOB_OUT_EP);
+	if (!w.sock || !w.jobs_in) {
+		log_error("cannot create sockets");
+		return 1;
+	}
+	zsock_set_sndhwm(w.sock, 0);
+	zsock_set_rcvhwm(w.sock, 0);
+	if (kiln_startswith(endpoint, "tcp://")) {
+		if (!server_key || !key) {
+			log_error("tcp:// needs --server-key and --key (CurveZMQ)");
+			return 2;
+		}
+		r = curve_ensure_cert(key, &err);
+		if (r == 0)
+			r = curve_client_apply(w.sock, server_key, key, &err);
+		if (r < 0)
+			return log_error_err(&err, "curve"), 1;
+	}
+	if (zsock_connect(w.sock, "%s", endpoint) < 0) {
+		log_error("cannot connect to '%s'", endpoint);
+		return 1;
+	}
+	send_register(&w);
+	log_info("node '%s' connecting to %s", w.name, endpoint);
+	next_hb = kiln_now_ms() + hb_ms;
+	poller = zpoller_new(w.sock, w.jobs_in, NULL);
+	while (!stop_requested) {
+		int64_t now = kiln_now_ms();
+		void *which = zpoller_wait(poller, (int) (next_hb > now ? next_hb - now : 0));
+
+		if (which == w.sock)
+			handle_coordinator(&w);
+		else if (which == w.jobs_in)
+			handle_job_output(&w);
+		else if (zpoller_terminated(poller))
+			break;
+		if (kiln_now_ms() >= next_hb) {
+			send_heartbeat(&w);
+			next_hb = kiln_now_ms() + hb_ms;
+		}
+	}
+	log_info("stopping");
+	zpoller_destroy(&poller);
+	while (w.jobs)
+		job_drop(&w, w.jobs);
+	while (w.rxs)
+		rx_drop(&w, w.rxs);
+	zsock_destroy(&w.jobs_in);
+	zsock_destroy(&w.sock);
+	cas_free(w.cas);
+	if (pidfile)
+		(void) unlink(pidfile);
+	return 0;
+}

@@ -1,0 +1,156 @@
+/* Layer directories and lookups through a stack of them. See snapshot.h.
+ * The invariant that makes sharing safe: a directory under layers/ is only
+ * ever created by rename() of a complete tree, and never changed after. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "cas.h"
+#include "cleanup.h"
+#include "digest.h"
+#include "err.h"
+#include "layer.h"
+#include "op.h"
+#include "snapshot.h"
+#include "util.h"
+
+static char *
+layer_dir(const char *state, const struct digest *diff_id)
+{
+	char hex[65];
+
+	return kiln_strdupf("%s/layers/%s", state, digest_hex(diff_id, hex));
+}
+
+int
+snap_ensure_layer(const char *state, struct cas *cas, const struct op_layer *l, char **ret_dir,
+		  struct kiln_err *err)
+{
+	_cleanup_free_ char *dir = layer_dir(state, &l->diff_id);
+	char blob[4096], want[DIGEST_STR_SIZE], got[DIGEST_STR_SIZE];
+	struct digest diff_id;
+	struct stat st;
+	int r;
+
+	if (!dir)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	if (stat(dir, &st) == 0) {
+		*ret_dir = STEAL_PTR(dir);
+		return 0;
+	}
+	r = kiln_mkdir_p(dir, 0700);     /* parents */
+	if (r < 0)
+		return kiln_err_errno(err, -r, "mkdir '%s'", dir);
+	(void) rmdir(dir);
+	if (!cas_has(cas, &l->digest))
+		return kiln_err_set(err, ENOENT, "layer blob %s is not on this node",
+				    digest_fmt(&l->digest, want));
+	cas_path(cas, &l->digest, blob, sizeof(blob));
+	r = layer_extract(blob, dir, &diff_id, err);
+	if (r < 0) {
+		/* Someone else extracted it meanwhile: theirs is as good. */
+		if (stat(dir, &st) == 0) {
+			*ret_dir = STEAL_PTR(dir);
+			return 0;
+		}
+		return kiln_err_wrap(err, "extract layer %s", digest_fmt(&l->digest, want));
+	}
+	if (!digest_equal(&diff_id, &l->diff_id)) {
+		(void) kiln_rm_rf(dir);
+		return kiln_err_set(err, EBADMSG, "layer %s: diff_id is %s, config says %s",
+				    digest_fmt(&l->digest, blob), digest_fmt(&diff_id, got),
+				    digest_fmt(&l->diff_id, want));
+	}
+	*ret_dir = STEAL_PTR(dir);
+	return 0;
+}
+
+int
+snap_adopt(const char *state, const char *upper, const struct digest *diff_id, char **ret_dir,
+	   struct kiln_err *err)
+{
+	_cleanup_free_ char *dir = layer_dir(state, diff_id);
+	int r;
+
+	if (!dir)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	r = kiln_mkdir_p(dir, 0700);
+	if (r < 0)
+		return kiln_err_errno(err, -r, "mkdir '%s'", dir);
+	(void) rmdir(dir);
+	if (rename(upper, dir) < 0) {
+		if (errno != EEXIST && errno != ENOTEMPTY)
+			return kiln_err_errno(err, errno, "rename '%s' to '%s'", upper, dir);
+		(void) kiln_rm_rf(upper);
+	}
+	*ret_dir = STEAL_PTR(dir);
+	return 0;
+}
+
+int
+snap_empty_dir(const char *state, char **ret_dir, struct kiln_err *err)
+{
+	char *dir = kiln_strdupf("%s/empty", state);
+	int r;
+
+	if (!dir)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	r = kiln_mkdir_p(dir, 0755);
+	if (r < 0) {
+		free(dir);
+		return kiln_err_errno(err, -r, "mkdir '%s'", state);
+	}
+	*ret_dir = dir;
+	return 0;
+}
+
+static bool
+is_whiteout(const struct stat *st)
+{
+	return S_ISCHR(st->st_mode) && st->st_rdev == 0;
+}
+
+static bool
+is_opaque(const char *path)
+{
+	char v[4];
+	ssize_t n = lgetxattr(path, "trusted.overlay.opaque", v, sizeof(v));
+
+	return n == 1 && v[0] == 'y';
+}
+
+int
+snap_lookup(char *const *stack, size_t n, const char *path, struct stat *ret_st)
+{
+	while (*path == '/')
+		path++;
+	if (!*path) {
+		/* The root always exists; take its metadata from the top. */
+		for (size_t i = 0; i < n; i++)
+			if (lstat(stack[i], ret_st) == 0)
+				return 1;
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *full = kiln_strdupf("%s/%s", stack[i], path);
+		_cleanup_free_ char *parent = NULL;
+		char *slash;
+
+		if (!full)
+			return 0;
+		if (lstat(full, ret_st) == 0)
+			return is_whiteout(ret_st) ? 0 : 1;
+		/* An opaque parent in this layer hides the lower layers. */
+		parent = strdup(full);
+		while (parent && (slash = strrchr(parent, '/')) && slash > parent + strlen(stack[i])) {
+			*slash = '\0';
+			if (is_opaque(parent))
+				return 0;
+		}
+	}
+	return 0;
+}
