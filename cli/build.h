@@ -1,0 +1,12 @@
+/* `kiln build`: implemented in build.c. */
+#ifndef KILN_CLI_BUILD_H
+#define KILN_CLI_BUILD_H
+
+struct builder;
+
+/* Run `kiln build`. argv[0] is "build"; --builder has already been taken
+ * out and resolved into b (never NULL; borrowed, main frees it). Returns
+ * the process exit status. */
+int build_main(int argc, char **argv, struct builder *b);
+
+#endif
