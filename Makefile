@@ -28,7 +28,7 @@ BINS = bin/kiln bin/kiln-coordinator bin/kiln-worker bin/kiln-run
 UNIT_TESTS = tests/unit/digest_test tests/unit/cas_test tests/unit/platform_test \
              tests/unit/proto_test tests/unit/xfer_test tests/unit/oci_test \
              tests/unit/layer_test tests/unit/dockerfile_test tests/unit/shell_test \
-             tests/unit/plan_test tests/unit/config_test tests/unit/conn_test
+             tests/unit/plan_test tests/unit/op_test tests/unit/config_test tests/unit/conn_test
 CONFORMANCE = tests/conformance/corpus_test
 FUZZ_REPLAY = tests/fuzz/fuzz_proto tests/fuzz/fuzz_dockerfile
 

@@ -1,0 +1,149 @@
+/* Unit tests for ops on the wire: round trips and refusal of ops that
+ * would make a worker write outside the snapshot. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "err.h"
+#include "op.h"
+
+static int
+roundtrip(const struct op *in, struct op *out, struct kiln_err *err)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_unpacked u;
+	size_t off = 0;
+	int r;
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	op_pack(in, &pk);
+	msgpack_unpacked_init(&u);
+	assert_int_equal(msgpack_unpack_next(&u, sb.data, sb.size, &off), MSGPACK_UNPACK_SUCCESS);
+	r = op_unpack(&u.data, out, err);
+	msgpack_unpacked_destroy(&u);
+	msgpack_sbuffer_destroy(&sb);
+	return r;
+}
+
+static void
+run_roundtrip(void **state)
+{
+	char *args[] = { "/bin/sh", "-c", "echo hi" };
+	char *env[] = { "A=1" };
+	struct op in = { .kind = OP_RUN, .name = "[2/2] RUN echo hi", .args = args, .n_args = 3,
+			 .env = env, .n_env = 1, .cwd = "/w", .user = "1:2", .network = "none" };
+	struct kiln_err err = { 0 };
+	struct op out;
+
+	(void) state;
+	assert_int_equal(roundtrip(&in, &out, &err), 0);
+	assert_int_equal(out.kind, OP_RUN);
+	assert_int_equal(out.n_args, 3);
+	assert_string_equal(out.args[2], "echo hi");
+	assert_string_equal(out.env[0], "A=1");
+	assert_string_equal(out.cwd, "/w");
+	assert_string_equal(out.user, "1:2");
+	assert_string_equal(out.network, "none");
+	assert_string_equal(out.name, "[2/2] RUN echo hi");
+	op_release(&out);
+}
+
+static void
+copy_and_image_roundtrip(void **state)
+{
+	struct op_entry e[2] = {
+		{ .path = "/d", .kind = OP_ENTRY_DIR, .mode = 0755, .mtime = 5 },
+		{ .path = "/d/l", .kind = OP_ENTRY_SYMLINK, .mode = 0777, .uid = 3, .gid = 4, .link = "x" },
+	};
+	struct op_layer l = { .size = 9 };
+	struct op copy = { .kind = OP_COPY, .entries = e, .n_entries = 2 };
+	struct op image = { .kind = OP_IMAGE, .layers = &l, .n_layers = 1 };
+	struct kiln_err err = { 0 };
+	struct op out;
+
+	(void) state;
+	memset(l.digest.raw, 1, sizeof(l.digest.raw));
+	memset(l.diff_id.raw, 2, sizeof(l.diff_id.raw));
+	assert_int_equal(roundtrip(&copy, &out, &err), 0);
+	assert_int_equal(out.n_entries, 2);
+	assert_int_equal(out.entries[1].kind, OP_ENTRY_SYMLINK);
+	assert_string_equal(out.entries[1].link, "x");
+	assert_int_equal(out.entries[1].uid, 3);
+	assert_int_equal(out.entries[0].mtime, 5);
+	op_release(&out);
+	assert_int_equal(roundtrip(&image, &out, &err), 0);
+	assert_int_equal(out.n_layers, 1);
+	assert_true(digest_equal(&out.layers[0].diff_id, &l.diff_id));
+	assert_int_equal(out.layers[0].size, 9);
+	op_release(&out);
+}
+
+static void
+refuses_escaping_paths(void **state)
+{
+	const char *bad[] = { "relative", "/a/../../etc", "/..", "/a/..", "" };
+	struct kiln_err err = { 0 };
+	struct op out;
+
+	(void) state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		struct op_entry e = { .path = (char *) bad[i], .kind = OP_ENTRY_DIR, .mode = 0755 };
+		struct op copy = { .kind = OP_COPY, .entries = &e, .n_entries = 1 };
+		struct op mk = { .kind = OP_MKDIR, .path = (char *) bad[i] };
+
+		assert_int_equal(roundtrip(&copy, &out, &err), -KILN_EPROTO);
+		assert_int_equal(roundtrip(&mk, &out, &err), -KILN_EPROTO);
+	}
+	/* ".." inside a name is fine. */
+	{
+		struct op mk = { .kind = OP_MKDIR, .path = "/a..b/..c" };
+
+		assert_int_equal(roundtrip(&mk, &out, &err), 0);
+		op_release(&out);
+	}
+}
+
+static void
+refuses_malformed(void **state)
+{
+	static const unsigned char not_map[] = { 0x91, 0x01 };                /* [1] */
+	static const unsigned char no_kind[] = { 0x81, 0xa1, 'x', 0x01 };     /* {x:1} */
+	struct kiln_err err = { 0 };
+	msgpack_unpacked u;
+	struct op out;
+	size_t off = 0;
+
+	(void) state;
+	msgpack_unpacked_init(&u);
+	assert_int_equal(msgpack_unpack_next(&u, (const char *) not_map, sizeof(not_map), &off),
+			 MSGPACK_UNPACK_SUCCESS);
+	assert_int_equal(op_unpack(&u.data, &out, &err), -KILN_EPROTO);
+	off = 0;
+	assert_int_equal(msgpack_unpack_next(&u, (const char *) no_kind, sizeof(no_kind), &off),
+			 MSGPACK_UNPACK_SUCCESS);
+	assert_int_equal(op_unpack(&u.data, &out, &err), -KILN_EPROTO);
+	msgpack_unpacked_destroy(&u);
+	{
+		struct op run = { .kind = OP_RUN, .cwd = "/" };      /* no args */
+
+		assert_int_equal(roundtrip(&run, &out, &err), -KILN_EPROTO);
+	}
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(run_roundtrip),
+		cmocka_unit_test(copy_and_image_roundtrip),
+		cmocka_unit_test(refuses_escaping_paths),
+		cmocka_unit_test(refuses_malformed),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
