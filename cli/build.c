@@ -495,8 +495,10 @@ on_output_begin(struct session *s, const struct proto_msg *m, struct kiln_err *e
 }
 
 static int
-extract_local(const char *tar, const char *dest, struct kiln_err *err)
+extract_local(const char *tar, const char *dest_in, struct kiln_err *err)
 {
+	/* Absolute and without "..": libarchive refuses ".." in any path. */
+	_cleanup_free_ char *dest = NULL;
 	struct archive *a = archive_read_new();
 	struct archive *w = archive_write_disk_new();
 	struct archive_entry *e;
@@ -507,24 +509,31 @@ extract_local(const char *tar, const char *dest, struct kiln_err *err)
 		archive_write_free(w);
 		return kiln_err_set(err, ENOMEM, "out of memory");
 	}
-	if (kiln_mkdir_p(dest, 0755) < 0) {
-		r = kiln_err_errno(err, errno, "mkdir '%s'", dest);
+	if (kiln_mkdir_p(dest_in, 0755) < 0 || !(dest = realpath(dest_in, NULL))) {
+		r = kiln_err_errno(err, errno, "mkdir '%s'", dest_in);
 		goto out;
 	}
 	archive_read_support_format_tar(a);
 	archive_write_disk_set_options(w, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
 				       ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
-				       ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS |
 				       (geteuid() == 0 ? ARCHIVE_EXTRACT_OWNER : 0));
 	if (archive_read_open_filename(a, tar, 65536) != ARCHIVE_OK) {
 		r = kiln_err_set(err, EIO, "read '%s': %s", tar, archive_error_string(a));
 		goto out;
 	}
 	while ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
-		_cleanup_free_ char *path = kiln_strdupf("%s/%s", dest, archive_entry_pathname(e));
+		const char *name = archive_entry_pathname(e);
+		_cleanup_free_ char *path = NULL;
 		const char *hl = archive_entry_hardlink(e);
 		_cleanup_free_ char *hpath = hl ? kiln_strdupf("%s/%s", dest, hl) : NULL;
 
+		/* Entry names are joined to dest below, so libarchive's own
+		 * absolute-path check cannot be used: refuse them here. */
+		if (!name || name[0] == '/' || (hl && hl[0] == '/')) {
+			r = kiln_err_set(err, EPERM, "output entry '%s' has an absolute path", name ? name : "");
+			goto out;
+		}
+		path = kiln_strdupf("%s/%s", dest, name);
 		if (!path || (hl && !hpath)) {
 			r = kiln_err_set(err, ENOMEM, "out of memory");
 			goto out;
