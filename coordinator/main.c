@@ -255,6 +255,9 @@ main(int argc, char **argv)
 		zsock_set_sndhwm(s, 0);
 		zsock_set_rcvhwm(s, 0);
 		zsock_set_router_mandatory(s, 0);
+		/* libzmq would otherwise take a frame of any size off the wire
+		 * before proto_decode could refuse it. */
+		zsock_set_maxmsgsize(s, PROTO_FRAME_MAX + 1024);
 		if (tcp) {
 			if (!keys) {
 				log_error("tcp:// endpoints need --keys DIR (CurveZMQ); run --init first");

@@ -4,7 +4,12 @@
  *
  * Decoding is bounded: a frame over PROTO_FRAME_MAX, a truncated frame,
  * trailing bytes, a non-map, a missing or wrongly typed v/t/id, or another
- * version is refused with -KILN_EPROTO and a message; never a crash.
+ * version is refused with -KILN_EPROTO and a message; never a crash. So
+ * are frames nesting containers deeper than PROTO_DEPTH_MAX or holding
+ * more than PROTO_VALUES_MAX values (msgpack-c spends ~24 bytes of memory
+ * per value, so this bounds what one frame can cost), and a "t" that is
+ * empty, over 64 bytes or holds a NUL. Duplicate v/t/id keys are refused;
+ * other duplicate keys are not checked (lookups take the first).
  *
  * Writing: proto_writer builds the top-level map without knowing the number
  * of entries in advance (map32 header patched at finish). Nested values are
@@ -23,6 +28,8 @@ struct kiln_err;
 #define PROTO_VERSION    1
 #define PROTO_FRAME_MAX  (4u << 20)     /* whole message */
 #define PROTO_CHUNK_SIZE (256u << 10)   /* bulk payload per message */
+#define PROTO_DEPTH_MAX  16             /* nested non-empty maps/arrays */
+#define PROTO_VALUES_MAX (1u << 20)     /* values (keys included) per message */
 
 struct proto_msg;                       /* opaque decoded message */
 
@@ -57,8 +64,9 @@ uint64_t proto_msg_id(const struct proto_msg *m);
 const msgpack_object *proto_msg_root(const struct proto_msg *m);
 
 /* Field lookups on the top-level map. Each returns -ENOENT when the key is
- * absent or nil and -EINVAL when its type is wrong. Returned pointers are
- * borrowed from m. */
+ * absent or nil and -EINVAL when its type is wrong (for i64 also: a uint
+ * above INT64_MAX). proto_msg_get returns NULL for absent or nil. Returned
+ * pointers are borrowed from m. */
 const msgpack_object *proto_msg_get(const struct proto_msg *m, const char *key);
 int proto_msg_u64(const struct proto_msg *m, const char *key, uint64_t *ret);
 int proto_msg_i64(const struct proto_msg *m, const char *key, int64_t *ret);

@@ -824,6 +824,7 @@ main(int argc, char **argv)
 	}
 	zsock_set_sndhwm(w.sock, 0);
 	zsock_set_rcvhwm(w.sock, 0);
+	zsock_set_maxmsgsize(w.sock, PROTO_FRAME_MAX + 1024);
 	if (kiln_startswith(endpoint, "tcp://")) {
 		if (!server_key || !key) {
 			log_error("tcp:// needs --server-key and --key (CurveZMQ)");
