@@ -72,6 +72,11 @@ conn_open(const struct conn_opts *o, struct conn **ret, struct kiln_err *err)
 	/* A coordinator being started binds within milliseconds; do not
 	 * wait libzmq's default 100 ms between attempts. */
 	zsock_set_reconnect_ivl(sock, CONN_RECONNECT_MS);
+	/* Bulk data is bounded by xfer credits, not by high-water marks;
+	 * frames are bounded before they are decoded. */
+	zsock_set_sndhwm(sock, 0);
+	zsock_set_rcvhwm(sock, 0);
+	zsock_set_maxmsgsize(sock, PROTO_FRAME_MAX + 1024);
 	if (c->tcp) {
 		if (!o->server_cert[0] || !o->client_cert[0]) {
 			zsock_destroy(&sock);
