@@ -36,7 +36,13 @@ ALL_OBJ = $(SHARED_OBJ) $(COORD_OBJ) $(WORKER_OBJ) $(RUN_OBJ) $(CLI_OBJ)
 
 all: $(BINS)
 
-%.o: %.c
+# Objects depend on the flags they were built with, so `make test SAN=1`
+# after a plain build (or the reverse) rebuilds everything.
+FLAGS_STAMP = .build-flags
+FLAGS_NOW := $(CC) $(KILN_CFLAGS) $(CFLAGS) $(LDSAN)
+$(shell printf '%s\n' '$(FLAGS_NOW)' | cmp -s - $(FLAGS_STAMP) || printf '%s\n' '$(FLAGS_NOW)' > $(FLAGS_STAMP))
+
+%.o: %.c $(FLAGS_STAMP)
 	$(CC) $(KILN_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 bin/kiln: $(CLI_OBJ) $(SHARED_OBJ)
@@ -88,7 +94,7 @@ install: $(BINS)
 	install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/bin
 
 clean:
-	rm -rf bin $(ALL_OBJ) $(ALL_OBJ:.o=.d) $(UNIT_TESTS) tests/unit/*.o tests/unit/*.d \
+	rm -rf bin $(FLAGS_STAMP) $(ALL_OBJ) $(ALL_OBJ:.o=.d) $(UNIT_TESTS) tests/unit/*.o tests/unit/*.d \
 	  $(CONFORMANCE) tests/conformance/*.o tests/conformance/*.d $(FUZZ_REPLAY) tests/fuzz/*.o tests/fuzz/*.d
 
 .PHONY: all deps test demo install clean fuzz

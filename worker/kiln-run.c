@@ -599,6 +599,23 @@ make_check_dir(char *buf, size_t size)
 		die("mkdtemp in '%s': %s", tmp, strerror(errno));
 }
 
+#if !defined(__SANITIZE_ADDRESS__) && defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define __SANITIZE_ADDRESS__ 1
+#endif
+#endif
+#ifdef __SANITIZE_ADDRESS__
+/* LeakSanitizer cannot run in a process that unshared its pid namespace
+ * (it ptraces itself at exit), so sanitizer builds of kiln-run only check
+ * memory errors. */
+const char *__asan_default_options(void);
+const char *
+__asan_default_options(void)
+{
+	return "detect_leaks=0";
+}
+#endif
+
 int
 main(int argc, char **argv)
 {
