@@ -40,7 +40,9 @@ all: $(BINS)
 # after a plain build (or the reverse) rebuilds everything.
 FLAGS_STAMP = .build-flags
 FLAGS_NOW := $(CC) $(KILN_CFLAGS) $(CFLAGS) $(LDSAN)
-$(shell printf '%s\n' '$(FLAGS_NOW)' | cmp -s - $(FLAGS_STAMP) || printf '%s\n' '$(FLAGS_NOW)' > $(FLAGS_STAMP))
+$(FLAGS_STAMP): FORCE
+	@printf '%s\n' '$(FLAGS_NOW)' | cmp -s - $@ || printf '%s\n' '$(FLAGS_NOW)' > $@
+FORCE:
 
 %.o: %.c $(FLAGS_STAMP)
 	$(CC) $(KILN_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
@@ -97,6 +99,6 @@ clean:
 	rm -rf bin $(FLAGS_STAMP) $(ALL_OBJ) $(ALL_OBJ:.o=.d) $(UNIT_TESTS) tests/unit/*.o tests/unit/*.d \
 	  $(CONFORMANCE) tests/conformance/*.o tests/conformance/*.d $(FUZZ_REPLAY) tests/fuzz/*.o tests/fuzz/*.d
 
-.PHONY: all deps test demo install clean fuzz
+.PHONY: all deps test demo install clean fuzz FORCE
 .SECONDARY:
 -include $(ALL_OBJ:.o=.d)
