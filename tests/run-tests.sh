@@ -25,7 +25,7 @@ done
 run corpus tests/conformance/corpus_test ../shared/corpus
 run fuzz_proto tests/fuzz/fuzz_proto tests/fuzz/corpus/proto
 run fuzz_dockerfile tests/fuzz/fuzz_dockerfile tests/fuzz/corpus/dockerfile
-run integration prove -v ${KILN_PROVE_ARGS:-} tests/integration/
+run integration prove -v ${KILN_PROVE_ARGS:-} tests/integration/t*.sh
 echo
 [ -n "$failed" ] && echo "failed:$failed"
 echo "$pass passed, $fail failed"
