@@ -14,13 +14,26 @@ PIDS=""
 n_test=0
 n_fail=0
 
-cleanup() {
-	for p in $PIDS; do kill "$p" 2>/dev/null; done
-	# Builders started by the embedded default write their pids here.
+# End what this test started: the processes it spawned and the daemons
+# that builders it created wrote pidfiles for. Waits until they are gone.
+stop_all() {
+	all=$PIDS
 	for f in $(find "$T" -name '*.pid' 2>/dev/null); do
-		p=$(cat "$f" 2>/dev/null) && [ -n "$p" ] && kill "$p" 2>/dev/null
+		p=$(cat "$f" 2>/dev/null) && [ -n "$p" ] && all="$all $p"
 	done
-	sleep 0.2
+	for p in $all; do kill "$p" 2>/dev/null; done
+	i=0
+	while [ $i -lt 50 ]; do
+		alive=""
+		for p in $all; do [ -d "/proc/$p" ] && alive=1; done
+		[ -z "$alive" ] && break
+		sleep 0.1
+		i=$((i + 1))
+	done
+	PIDS=""
+}
+cleanup() {
+	stop_all
 	if [ -z "${KEEP:-}" ]; then
 		umount -R "$T"/mnt-* 2>/dev/null
 		rm -rf "$T"
@@ -66,4 +79,14 @@ need_fixture() {
 }
 # json_get FILE KEY: a top-level value of a JSON file.
 json_get() { jq -r --arg k "$2" '.[$k]' "$1"; }
-done_testing() { [ "$n_fail" -eq 0 ]; }
+# Under SAN=1 the daemons write sanitizer reports to their logs, often only
+# when they exit: stop them, then fail the test file if any log has one.
+done_testing() {
+	stop_all
+	san=$(grep -rlE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T" --include='*.log' 2>/dev/null)
+	if [ -n "$san" ]; then
+		for f in $san; do echo "# sanitizer report in $f:"; sed 's/^/#   /' "$f" | head -40; done
+		return 1
+	fi
+	[ "$n_fail" -eq 0 ]
+}
