@@ -761,6 +761,8 @@ main(int argc, char **argv)
 	char host[256] = "worker";
 	int64_t hb_ms = 1000, next_hb;
 	zpoller_t *poller;
+	zactor_t *monitor = NULL;
+	bool auth_logged = false;
 	_cleanup_free_ char *cas_dir = NULL;
 	int c, r;
 
@@ -825,6 +827,10 @@ main(int argc, char **argv)
 	zsock_set_sndhwm(w.sock, 0);
 	zsock_set_rcvhwm(w.sock, 0);
 	zsock_set_maxmsgsize(w.sock, PROTO_FRAME_MAX + 1024);
+	/* While the coordinator is unreachable (or refuses our key) a DEALER
+	 * has no pipe and a send would block forever; drop the message
+	 * instead: heartbeats repeat and a build fails on its own. */
+	zsock_set_sndtimeo(w.sock, 2000);
 	if (kiln_startswith(endpoint, "tcp://")) {
 		if (!server_key || !key) {
 			log_error("tcp:// needs --server-key and --key (CurveZMQ)");
@@ -840,10 +846,23 @@ main(int argc, char **argv)
 		log_error("cannot connect to '%s'", endpoint);
 		return 1;
 	}
+	if (kiln_startswith(endpoint, "tcp://")) {
+		/* Tell the operator why nothing happens when the coordinator
+		 * refuses this node's key. */
+		monitor = zactor_new(zmonitor, w.sock);
+		if (monitor) {
+			/* czmq only knows the handshake events under ALL. */
+			zstr_sendx(monitor, "LISTEN", "ALL", NULL);
+			zstr_send(monitor, "START");
+			zsock_wait(monitor);
+		}
+	}
 	send_register(&w);
 	log_info("node '%s' connecting to %s", w.name, endpoint);
 	next_hb = kiln_now_ms() + hb_ms;
 	poller = zpoller_new(w.sock, w.jobs_in, NULL);
+	if (monitor)
+		zpoller_add(poller, monitor);
 	while (!stop_requested) {
 		int64_t now = kiln_now_ms();
 		void *which = zpoller_wait(poller, (int) (next_hb > now ? next_hb - now : 0));
@@ -852,7 +871,19 @@ main(int argc, char **argv)
 			handle_coordinator(&w);
 		else if (which == w.jobs_in)
 			handle_job_output(&w);
-		else if (zpoller_terminated(poller))
+		else if (monitor && which == monitor) {
+			zmsg_t *ev = zmsg_recv(monitor);
+			char *name = ev ? zmsg_popstr(ev) : NULL;
+
+			if (name && strcmp(name, "HANDSHAKE_FAILED_AUTH") == 0 && !auth_logged) {
+				log_error("coordinator %s refused this node's key (%s): add it to the "
+					  "coordinator's allow-list with kiln-coordinator --keys DIR --allow CERT",
+					  endpoint, key);
+				auth_logged = true;
+			}
+			free(name);
+			zmsg_destroy(&ev);
+		} else if (zpoller_terminated(poller))
 			break;
 		if (kiln_now_ms() >= next_hb) {
 			send_heartbeat(&w);
@@ -861,6 +892,7 @@ main(int argc, char **argv)
 	}
 	log_info("stopping");
 	zpoller_destroy(&poller);
+	zactor_destroy(&monitor);
 	while (w.jobs)
 		job_drop(&w, w.jobs);
 	while (w.rxs)
