@@ -1197,16 +1197,16 @@ split_stages(struct ctx *c)
 			s->first = i + 1;
 			s->end = c->ast->n_nodes;
 			s->index = (int) c->n_stages;
+			c->n_stages++;          /* owns s->name from here on */
 			if (n->n_args == 3) {
 				s->name = strdup(n->args[2]);
 				for (char *p = s->name; p && *p; p++)
 					*p = (char) tolower((unsigned char) *p);
-				if (s->name && find_stage(c, s->name, c->n_stages)) {
+				if (s->name && find_stage(c, s->name, c->n_stages - 1)) {
 					strv_free(&fenv);
 					return line_err(c, n, EEXIST, "duplicate stage name '%s'", s->name);
 				}
 			}
-			c->n_stages++;
 		} else if (c->n_stages == 0) {
 			if (strcmp(n->keyword, "arg") != 0) {
 				strv_free(&fenv);
