@@ -154,15 +154,6 @@ out:
 	zmsg_destroy(&msg);
 }
 
-static int
-write_pidfile(const char *path)
-{
-	char buf[32];
-	int n = snprintf(buf, sizeof(buf), "%d\n", (int) getpid());
-
-	return kiln_write_file_atomic(AT_FDCWD, path, buf, (size_t) n, 0644);
-}
-
 int
 main(int argc, char **argv)
 {
@@ -280,7 +271,7 @@ main(int argc, char **argv)
 		log_info("listening on %s%s", listen[i], tcp ? " (curve)" : "");
 		c.socks[c.n_socks++] = s;
 	}
-	if (pidfile && write_pidfile(pidfile) < 0) {
+	if (pidfile && kiln_write_pidfile(pidfile) < 0) {
 		log_error("cannot write pidfile '%s'", pidfile);
 		return 1;
 	}

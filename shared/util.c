@@ -372,3 +372,12 @@ kiln_sibling_exe(const char *name)
 	}
 	return strdup(name);
 }
+
+int
+kiln_write_pidfile(const char *path)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%d\n", (int) getpid());
+
+	return kiln_write_file_atomic(AT_FDCWD, path, buf, (size_t) n, 0644);
+}

@@ -16,6 +16,9 @@ int kiln_read_file_at(int dfd, const char *path, size_t max, char **ret_buf, siz
 /* Write data to (dfd, path) atomically: temp file in the same directory,
  * fsync, rename. */
 int kiln_write_file_atomic(int dfd, const char *path, const void *data, size_t len, mode_t mode);
+/* Write this process's pid to path (atomically), for the drivers that
+ * stop daemons by pidfile. */
+int kiln_write_pidfile(const char *path);
 /* mkdir -p; existing directories are fine. */
 int kiln_mkdir_p(const char *path, mode_t mode);
 /* rm -rf; a missing path is fine. Does not follow symlinks or cross mounts. */

@@ -728,15 +728,6 @@ handle_job_output(struct worker *w)
 	proto_msg_free(m);
 }
 
-static int
-write_pidfile(const char *path)
-{
-	char buf[32];
-	int n = snprintf(buf, sizeof(buf), "%d\n", (int) getpid());
-
-	return kiln_write_file_atomic(AT_FDCWD, path, buf, (size_t) n, 0644);
-}
-
 int
 main(int argc, char **argv)
 {
@@ -809,7 +800,7 @@ main(int argc, char **argv)
 	r = cas_open(cas_dir, &w.cas, &err);
 	if (r < 0)
 		return log_error_err(&err, "open blob store"), 1;
-	if (pidfile && write_pidfile(pidfile) < 0) {
+	if (pidfile && kiln_write_pidfile(pidfile) < 0) {
 		log_error("cannot write pidfile '%s'", pidfile);
 		return 1;
 	}
