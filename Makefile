@@ -15,9 +15,9 @@ endif
 
 SHARED_OBJ = shared/err.o shared/log.o shared/util.o shared/digest.o shared/cas.o \
              shared/platform.o shared/proto.o shared/xfer.o shared/oci.o shared/layer.o \
-             shared/curve.o shared/op.o
-FRONT_OBJ  = coordinator/dockerfile.o coordinator/gostr.o coordinator/shell.o coordinator/plan.o \
-             coordinator/ignore.o coordinator/instructions.o
+             shared/curve.o shared/op.o shared/gostr.o shared/ignore.o
+FRONT_OBJ  = coordinator/dockerfile.o coordinator/shell.o coordinator/plan.o \
+             coordinator/instructions.o
 COORD_OBJ  = coordinator/main.o coordinator/nodes.o coordinator/build.o $(FRONT_OBJ)
 WORKER_OBJ = worker/main.o worker/job.o worker/snapshot.o worker/export.o
 RUN_OBJ    = worker/kiln-run.o

@@ -24,8 +24,8 @@
 
 #include "err.h"
 #include "../../coordinator/dockerfile.h"
-#include "../../coordinator/gostr.h"
-#include "../../coordinator/ignore.h"
+#include "gostr.h"
+#include "ignore.h"
 #include "../../coordinator/instructions.h"
 #include "../../coordinator/shell.h"
 

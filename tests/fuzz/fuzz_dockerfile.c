@@ -12,7 +12,7 @@
 
 #include "err.h"
 #include "../../coordinator/dockerfile.h"
-#include "../../coordinator/ignore.h"
+#include "ignore.h"
 #include "../../coordinator/instructions.h"
 #include "../../coordinator/shell.h"
 

@@ -11,7 +11,7 @@
 #include <cmocka.h>
 
 #include "err.h"
-#include "../../coordinator/ignore.h"
+#include "ignore.h"
 
 static bool
 excluded(const struct ignore *ig, const char *path)
