@@ -525,15 +525,31 @@ export_build(struct build *b, struct kiln_err *err)
 		d->digest = b->plan->base[i].l.digest;
 		d->size = (int64_t) b->plan->base[i].l.size;
 	}
-	for (size_t i = 0; i < b->plan->n_ops; i++) {
-		struct oci_descriptor *d;
+	/* The image is the last op; its layers are those of the chain of
+	 * inputs that leads to it (other stages only feed it). */
+	{
+		bool *in_chain = calloc(b->plan->n_ops + 1, sizeof(bool));
 
-		if (!b->has_layer[i])
-			continue;
-		d = &man.layers[n_layers++];
-		snprintf(d->media_type, sizeof(d->media_type), "%s", OCI_MT_LAYER_GZ);
-		d->digest = b->layers[i].digest;
-		d->size = (int64_t) b->layers[i].size;
+		if (!in_chain) {
+			oci_manifest_release(&man);
+			return kiln_err_set(err, ENOMEM, "out of memory");
+		}
+		for (int i = (int) b->plan->n_ops - 1; i >= 0; i = b->plan->ops[i].input) {
+			in_chain[i] = true;
+			if (b->plan->ops[i].kind == OP_IMAGE)
+				break;
+		}
+		for (size_t i = 0; i < b->plan->n_ops; i++) {
+			struct oci_descriptor *d;
+
+			if (!in_chain[i] || !b->has_layer[i])
+				continue;
+			d = &man.layers[n_layers++];
+			snprintf(d->media_type, sizeof(d->media_type), "%s", OCI_MT_LAYER_GZ);
+			d->digest = b->layers[i].digest;
+			d->size = (int64_t) b->layers[i].size;
+		}
+		free(in_chain);
 	}
 	man.n_layers = n_layers;
 	manifest = oci_manifest_dump(&man, &man_len);

@@ -258,6 +258,9 @@ push_op(struct ctx *c, struct op *op)
 {
 	struct op *n = realloc(c->p->ops, (c->p->n_ops + 1) * sizeof(*n));
 
+	/* Stages are planned as one chain for now: each op builds on the
+	 * one planned before it. */
+	op->input = op->kind == OP_IMAGE ? -1 : (int) c->p->n_ops - 1;
 	if (!n) {
 		op_release(op);
 		return kiln_err_set(c->err, ENOMEM, "out of memory");

@@ -9,7 +9,8 @@
 #include "op.h"
 #include "proto.h"
 
-static const char *const kind_names[] = { "image", "run", "copy", "mkdir" };
+static const char *const kind_names[] = { "image", "run", "copy", "mkdir", "copy_from" };
+#define N_KINDS (sizeof(kind_names) / sizeof(*kind_names))
 
 static void
 pack_kstr(msgpack_packer *pk, const char *k, const char *v)
@@ -40,18 +41,23 @@ op_pack(const struct op *op, msgpack_packer *pk)
 {
 	switch (op->kind) {
 	case OP_IMAGE:
-		msgpack_pack_map(pk, 3);
+		msgpack_pack_map(pk, 4);
 		break;
 	case OP_RUN:
-		msgpack_pack_map(pk, 7);
+		msgpack_pack_map(pk, 8);
 		break;
 	case OP_COPY:
 	case OP_MKDIR:
-		msgpack_pack_map(pk, 3);
+		msgpack_pack_map(pk, 4);
+		break;
+	case OP_COPY_FROM:
+		msgpack_pack_map(pk, 13);
 		break;
 	}
 	pack_kstr(pk, "kind", kind_names[op->kind]);
 	pack_kstr(pk, "name", op->name ? op->name : "");
+	proto_pack_str(pk, "input");
+	msgpack_pack_int(pk, op->kind == OP_IMAGE ? -1 : op->input);
 	switch (op->kind) {
 	case OP_IMAGE:
 		proto_pack_str(pk, "layers");
@@ -98,6 +104,24 @@ op_pack(const struct op *op, msgpack_packer *pk)
 		break;
 	case OP_MKDIR:
 		pack_kstr(pk, "path", op->path);
+		break;
+	case OP_COPY_FROM:
+		proto_pack_str(pk, "from");
+		msgpack_pack_int(pk, op->from);
+		pack_strv(pk, "srcs", op->srcs, op->n_srcs);
+		pack_kstr(pk, "dest", op->dest);
+		proto_pack_str(pk, "into_dir");
+		(op->into_dir ? msgpack_pack_true : msgpack_pack_false)(pk);
+		proto_pack_str(pk, "chown");
+		(op->chown ? msgpack_pack_true : msgpack_pack_false)(pk);
+		proto_pack_str(pk, "uid");
+		msgpack_pack_uint32(pk, op->uid);
+		proto_pack_str(pk, "gid");
+		msgpack_pack_uint32(pk, op->gid);
+		proto_pack_str(pk, "chmod");
+		(op->chmod ? msgpack_pack_true : msgpack_pack_false)(pk);
+		proto_pack_str(pk, "mode");
+		msgpack_pack_uint32(pk, op->mode);
 		break;
 	}
 }
@@ -192,10 +216,19 @@ path_is_clean_abs(const char *p)
 	return true;
 }
 
+static bool
+obj_bool(const msgpack_object *map, const char *key)
+{
+	const msgpack_object *b = proto_obj_get(map, key);
+
+	return b && b->type == MSGPACK_OBJECT_BOOLEAN && b->via.boolean;
+}
+
 static int
 unpack_body(const msgpack_object *o, struct op *op, struct kiln_err *err)
 {
 	const msgpack_object *a;
+	int64_t v;
 	int r;
 
 	switch (op->kind) {
@@ -281,6 +314,29 @@ unpack_body(const msgpack_object *o, struct op *op, struct kiln_err *err)
 		if (!path_is_clean_abs(op->path))
 			return kiln_err_set(err, KILN_EPROTO, "mkdir op without absolute path");
 		return 0;
+	case OP_COPY_FROM:
+		if (proto_obj_get_i64(o, "from", &v) < 0 || v < 0 || v > INT32_MAX)
+			return kiln_err_set(err, KILN_EPROTO, "copy_from op without a source op");
+		op->from = (int) v;
+		r = unpack_strv(o, "srcs", &op->srcs, &op->n_srcs, err);
+		if (r < 0)
+			return r;
+		for (size_t i = 0; i < op->n_srcs; i++)
+			if (op->srcs[i][0] != '/')
+				return kiln_err_set(err, KILN_EPROTO, "copy_from source '%s' is not absolute",
+						    op->srcs[i]);
+		op->dest = proto_obj_get_strdup(o, "dest");
+		if (op->n_srcs == 0 || !path_is_clean_abs(op->dest))
+			return kiln_err_set(err, KILN_EPROTO, "copy_from op without sources or absolute dest");
+		op->into_dir = obj_bool(o, "into_dir");
+		op->chown = obj_bool(o, "chown");
+		op->chmod = obj_bool(o, "chmod");
+		if ((r = unpack_u32(o, "uid", &op->uid, err)) < 0 ||
+		    (r = unpack_u32(o, "gid", &op->gid, err)) < 0 ||
+		    (r = unpack_u32(o, "mode", &op->mode, err)) < 0)
+			return r;
+		op->mode &= 07777;
+		return 0;
 	}
 	return kiln_err_set(err, KILN_EPROTO, "unknown op kind");
 }
@@ -296,13 +352,21 @@ op_unpack(const msgpack_object *o, struct op *ret, struct kiln_err *err)
 		return kiln_err_set(err, KILN_EPROTO, "op is not a map");
 	k = proto_obj_get(o, "kind");
 	r = -1;
-	for (int i = 0; i < 4; i++)
+	for (size_t i = 0; i < N_KINDS; i++)
 		if (k && proto_obj_is_str(k, kind_names[i]))
-			r = i;
+			r = (int) i;
 	if (r < 0)
 		return kiln_err_set(err, KILN_EPROTO, "op has no known kind");
 	ret->kind = (enum op_kind) r;
 	ret->name = proto_obj_get_strdup(o, "name");
+	{
+		int64_t in = -1;
+
+		if (proto_obj_get_i64(o, "input", &in) < 0 || in < -1 || in > INT32_MAX ||
+		    (ret->kind != OP_IMAGE && in < 0))
+			return kiln_err_set(err, KILN_EPROTO, "op without a valid input");
+		ret->input = (int) in;
+	}
 	r = unpack_body(o, ret, err);
 	if (r < 0)
 		op_release(ret);
@@ -325,5 +389,7 @@ op_release(struct op *op)
 	}
 	free(op->entries);
 	free(op->path);
+	op_strv_free(op->srcs, op->n_srcs);
+	free(op->dest);
 	memset(op, 0, sizeof(*op));
 }

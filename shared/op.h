@@ -8,8 +8,15 @@
  *   OP_RUN    run args in the current snapshot (through kiln-run)
  *   OP_COPY   write entries (files from blobs, dirs, symlinks) on top
  *   OP_MKDIR  mkdir -p path (WORKDIR), parents root-owned 0755
+ *   OP_COPY_FROM  copy paths (globs allowed) out of another op's result
+ *             (COPY --from): resolved on the worker, which has that
+ *             filesystem
  *
- * Every op of one job applies on top of the previous op's result. */
+ * A job is a graph in list form: every op names the op it applies on top
+ * of (input) and, for OP_COPY_FROM, the op it reads from (from); both are
+ * indexes of earlier ops, so list order is a topological order. The last
+ * op's result is the job's result (the image). Ops whose inputs do not
+ * depend on each other are independent (different stages). */
 #ifndef KILN_OP_H
 #define KILN_OP_H
 
@@ -22,7 +29,7 @@
 
 struct kiln_err;
 
-enum op_kind { OP_IMAGE, OP_RUN, OP_COPY, OP_MKDIR };
+enum op_kind { OP_IMAGE, OP_RUN, OP_COPY, OP_MKDIR, OP_COPY_FROM };
 
 struct op_layer {
 	struct digest digest;         /* blob */
@@ -45,6 +52,7 @@ struct op_entry {
 struct op {
 	enum op_kind kind;
 	char *name;                   /* shown in progress, never in a key */
+	int input;                    /* earlier op this applies on; -1 for OP_IMAGE */
 	/* OP_IMAGE */
 	struct op_layer *layers;
 	size_t n_layers;
@@ -61,6 +69,16 @@ struct op {
 	size_t n_entries;
 	/* OP_MKDIR */
 	char *path;
+	/* OP_COPY_FROM */
+	int from;                     /* earlier op whose result is the source */
+	char **srcs;                  /* absolute paths in the source; globs allowed */
+	size_t n_srcs;
+	char *dest;                   /* absolute */
+	bool into_dir;                /* sources go inside dest (dest/ or several sources) */
+	bool chown;                   /* else keep the source's owners */
+	uint32_t uid, gid;
+	bool chmod;                   /* else keep the source's modes */
+	uint32_t mode;
 };
 
 /* Pack one op as a msgpack map. */

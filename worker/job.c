@@ -8,6 +8,7 @@
  * happen in kiln-run. */
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <poll.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -511,9 +512,269 @@ apply_mkdir(struct job *j, const struct op *op, const char *upper, struct kiln_e
 	return set_meta(dst, 0755, 0, 0, now, false, err);
 }
 
+/* ---- COPY --from: sources resolved in another op's result ---- */
+
+static bool
+has_glob(const char *s)
+{
+	return strpbrk(s, "*?[") != NULL;
+}
+
+/* Expand pattern (absolute, globs in any component) against the snapshot
+ * src into matching absolute paths, sorted. */
+static int
+glob_snapshot(const struct job_snap *src, const char *pattern, char ***ret, size_t *ret_n,
+	      struct kiln_err *err)
+{
+	char **cur = NULL, **next = NULL;
+	size_t n_cur = 0, n_next = 0;
+	_cleanup_free_ char *pat = strdup(pattern);
+	char *save = NULL;
+	int r;
+
+	if (!pat || op_add_arg(&cur, &n_cur, "") < 0)
+		goto nomem;
+	for (char *comp = strtok_r(pat, "/", &save); comp; comp = strtok_r(NULL, "/", &save)) {
+		for (size_t i = 0; i < n_cur; i++) {
+			char **names = NULL;
+			size_t n_names = 0;
+
+			if (!has_glob(comp)) {
+				_cleanup_free_ char *p = kiln_strdupf("%s/%s", cur[i], comp);
+
+				if (!p || op_add_arg(&next, &n_next, p) < 0)
+					goto nomem;
+				continue;
+			}
+			r = snap_readdir(src->stack, src->n_stack, *cur[i] ? cur[i] : "/", &names, &n_names, err);
+			if (r < 0) {
+				op_strv_free(cur, n_cur);
+				op_strv_free(next, n_next);
+				return r;
+			}
+			for (size_t k = 0; k < n_names; k++) {
+				_cleanup_free_ char *p = NULL;
+
+				if (fnmatch(comp, names[k], FNM_PERIOD) != 0)
+					continue;
+				p = kiln_strdupf("%s/%s", cur[i], names[k]);
+				if (!p || op_add_arg(&next, &n_next, p) < 0) {
+					op_strv_free(names, n_names);
+					goto nomem;
+				}
+			}
+			op_strv_free(names, n_names);
+		}
+		op_strv_free(cur, n_cur);
+		cur = next;
+		n_cur = n_next;
+		next = NULL;
+		n_next = 0;
+	}
+	/* Keep what exists. */
+	for (size_t i = 0; i < n_cur; i++) {
+		struct stat st;
+
+		if (snap_lookup(src->stack, src->n_stack, *cur[i] ? cur[i] : "/", &st) == 1 &&
+		    op_add_arg(&next, &n_next, *cur[i] ? cur[i] : "/") < 0)
+			goto nomem;
+	}
+	op_strv_free(cur, n_cur);
+	*ret = next;
+	*ret_n = n_next;
+	return 0;
+nomem:
+	op_strv_free(cur, n_cur);
+	op_strv_free(next, n_next);
+	return kiln_err_set(err, ENOMEM, "out of memory");
+}
+
+/* Copy the entry at spath (absolute, in src) to dpath (absolute, in the
+ * image) inside upper; directories recursively. */
+static int
+copy_entry(struct job *j, const struct op *op, const struct job_snap *src, const char *spath,
+	   const char *dpath, const char *upper, struct kiln_err *err)
+{
+	_cleanup_free_ char *real = NULL;
+	_cleanup_free_ char *dst = kiln_strdupf("%s%s", upper, strcmp(dpath, "/") ? dpath : "");
+	struct stat st, have;
+	uint32_t uid, gid, mode;
+	int r;
+
+	if (!dst)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	if (snap_resolve(src->stack, src->n_stack, spath, &st, &real) != 1)
+		return kiln_err_set(err, ENOENT, "COPY --from: \"%s\": not found", spath);
+	uid = op->chown ? op->uid : st.st_uid;
+	gid = op->chown ? op->gid : st.st_gid;
+	mode = op->chmod ? op->mode : (st.st_mode & 07777);
+	if (strcmp(dpath, "/") != 0) {
+		r = prepare_parents(j, upper, dpath, err);
+		if (r < 0)
+			return r;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		char **names = NULL;
+		size_t n_names = 0;
+
+		if (lstat(dst, &have) < 0 || !S_ISDIR(have.st_mode)) {
+			(void) unlink(dst);
+			if (mkdir(dst, 0700) < 0)
+				return kiln_err_errno(err, errno, "mkdir '%s'", dpath);
+		}
+		r = snap_readdir(src->stack, src->n_stack, spath, &names, &n_names, err);
+		for (size_t i = 0; r == 0 && i < n_names; i++) {
+			_cleanup_free_ char *s2 = kiln_strdupf("%s/%s", strcmp(spath, "/") ? spath : "", names[i]);
+			_cleanup_free_ char *d2 = kiln_strdupf("%s/%s", strcmp(dpath, "/") ? dpath : "", names[i]);
+
+			r = s2 && d2 ? copy_entry(j, op, src, s2, d2, upper, err)
+				     : kiln_err_set(err, ENOMEM, "out of memory");
+		}
+		op_strv_free(names, n_names);
+		if (r < 0)
+			return r;
+		/* After the children, since adding them changes the mtime. */
+		return set_meta(dst, mode, uid, gid, st.st_mtim.tv_sec, false, err);
+	}
+	(void) unlink(dst);
+	if (S_ISREG(st.st_mode)) {
+		_cleanup_close_ int in = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		_cleanup_close_ int out = -1;
+
+		if (in < 0)
+			return kiln_err_errno(err, errno, "open '%s'", spath);
+		out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (out < 0)
+			return kiln_err_errno(err, errno, "create '%s'", dpath);
+		for (off_t left = st.st_size; left > 0; ) {
+			ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t) left, 0);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return kiln_err_errno(err, n < 0 ? errno : EIO, "copy '%s'", spath);
+			left -= n;
+		}
+	} else if (S_ISLNK(st.st_mode)) {
+		char target[4096];
+		ssize_t n = readlink(real, target, sizeof(target) - 1);
+
+		if (n < 0)
+			return kiln_err_errno(err, errno, "readlink '%s'", spath);
+		target[n] = '\0';
+		if (symlink(target, dst) < 0)
+			return kiln_err_errno(err, errno, "symlink '%s'", dpath);
+		return set_meta(dst, 0777, uid, gid, st.st_mtim.tv_sec, true, err);
+	} else {
+		/* Devices, fifos and sockets keep their kind. */
+		if (mknod(dst, st.st_mode & S_IFMT, st.st_rdev) < 0)
+			return kiln_err_errno(err, errno, "mknod '%s'", dpath);
+	}
+	return set_meta(dst, mode, uid, gid, st.st_mtim.tv_sec, false, err);
+}
+
+static int
+apply_copy_from(struct job *j, const struct op *op, const struct job_snap *src, const char *upper,
+		struct kiln_err *err)
+{
+	for (size_t i = 0; i < op->n_srcs; i++) {
+		char **matches = NULL;
+		size_t n = 0;
+		int r;
+
+		r = glob_snapshot(src, op->srcs[i], &matches, &n, err);
+		if (r < 0)
+			return r;
+		if (n == 0)
+			return kiln_err_set(err, ENOENT, "COPY --from: \"%s\": not found", op->srcs[i]);
+		for (size_t k = 0; r == 0 && k < n; k++) {
+			struct stat st;
+			_cleanup_free_ char *to = NULL;
+
+			(void) snap_lookup(src->stack, src->n_stack, matches[k], &st);
+			if (S_ISDIR(st.st_mode) || !op->into_dir) {
+				to = strdup(op->dest);
+			} else {
+				const char *base = strrchr(matches[k], '/');
+
+				to = kiln_strdupf("%s/%s", strcmp(op->dest, "/") ? op->dest : "",
+						  base ? base + 1 : matches[k]);
+			}
+			r = to ? copy_entry(j, op, src, matches[k], to, upper, err)
+			       : kiln_err_set(err, ENOMEM, "out of memory");
+		}
+		op_strv_free(matches, n);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* ---- snapshots of op results ---- */
+
+static int
+snap_copy_into(struct job_snap *dst, const struct job_snap *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	for (size_t i = 0; i < src->n_stack; i++)
+		if (op_add_arg(&dst->stack, &dst->n_stack, src->stack[i]) < 0)
+			return -ENOMEM;
+	if (src->n_layers) {
+		dst->layers = malloc(src->n_layers * sizeof(*dst->layers));
+		if (!dst->layers)
+			return -ENOMEM;
+		memcpy(dst->layers, src->layers, src->n_layers * sizeof(*dst->layers));
+		dst->n_layers = src->n_layers;
+	}
+	return 0;
+}
+
+static void
+snap_release(struct job_snap *s)
+{
+	op_strv_free(s->stack, s->n_stack);
+	free(s->layers);
+	memset(s, 0, sizeof(*s));
+}
+
+/* Make the job's working snapshot a copy of op i's input. */
+static int
+start_from(struct job *j, const struct op *op, size_t i, struct kiln_err *err)
+{
+	struct job_snap cur = { 0 };
+
+	op_strv_free(j->stack, j->n_stack);
+	free(j->layers);
+	j->stack = NULL;
+	j->layers = NULL;
+	j->n_stack = j->n_layers = 0;
+	if (op->kind == OP_IMAGE)
+		return 0;
+	if (op->input < 0 || (size_t) op->input >= i)
+		return kiln_err_set(err, KILN_EPROTO, "step %zu builds on step %d, which does not come before it",
+				    i, op->input);
+	if (op->kind == OP_COPY_FROM && (op->from < 0 || (size_t) op->from >= i))
+		return kiln_err_set(err, KILN_EPROTO, "step %zu copies from step %d, which does not come before it",
+				    i, op->from);
+	if (snap_copy_into(&cur, &j->snaps[op->input]) < 0) {
+		snap_release(&cur);
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	}
+	j->stack = cur.stack;
+	j->n_stack = cur.n_stack;
+	j->layers = cur.layers;
+	j->n_layers = cur.n_layers;
+	return 0;
+}
+
 int
 job_execute(struct job *j, job_emit_fn emit, void *ctx, struct kiln_err *err)
 {
+	if (!j->snaps) {
+		j->snaps = calloc(j->n_ops + 1, sizeof(*j->snaps));
+		if (!j->snaps)
+			return kiln_err_set(err, ENOMEM, "out of memory");
+	}
 	for (size_t i = 0; i < j->n_ops; i++) {
 		const struct op *op = &j->ops[i];
 		_cleanup_free_ char *base = NULL;
@@ -523,10 +784,16 @@ job_execute(struct job *j, job_emit_fn emit, void *ctx, struct kiln_err *err)
 		int r = 0;
 
 		emit_step(j, emit, ctx, "step.start", i, NULL);
+		r = start_from(j, op, i, err);
+		if (r < 0)
+			return r;
 		if (op->kind == OP_IMAGE) {
 			r = run_image(j, op, err);
 			if (r < 0)
 				return r;
+			if (snap_copy_into(&j->snaps[i], &(struct job_snap) { j->stack, j->n_stack, j->layers,
+									     j->n_layers }) < 0)
+				return kiln_err_set(err, ENOMEM, "out of memory");
 			emit_step(j, emit, ctx, "step.done", i, NULL);
 			continue;
 		}
@@ -548,6 +815,9 @@ job_execute(struct job *j, job_emit_fn emit, void *ctx, struct kiln_err *err)
 		case OP_MKDIR:
 			r = apply_mkdir(j, op, upper, err);
 			break;
+		case OP_COPY_FROM:
+			r = apply_copy_from(j, op, &j->snaps[op->from], upper, err);
+			break;
 		case OP_IMAGE:
 			break;
 		}
@@ -556,8 +826,12 @@ job_execute(struct job *j, job_emit_fn emit, void *ctx, struct kiln_err *err)
 		(void) kiln_rm_rf(base);
 		if (r < 0)
 			return r;
+		if (snap_copy_into(&j->snaps[i], &(struct job_snap) { j->stack, j->n_stack, j->layers,
+								     j->n_layers }) < 0)
+			return kiln_err_set(err, ENOMEM, "out of memory");
 		emit_step(j, emit, ctx, "step.done", i, has ? &layer : NULL);
 	}
+	/* j->stack and j->layers now hold the last op's result: the image. */
 	return 0;
 }
 
@@ -567,6 +841,10 @@ job_release(struct job *j)
 	for (size_t i = 0; i < j->n_ops; i++)
 		op_release(&j->ops[i]);
 	free(j->ops);
+	for (size_t i = 0; j->snaps && i < j->n_ops; i++)
+		snap_release(&j->snaps[i]);
+	free(j->snaps);
+	j->snaps = NULL;
 	op_strv_free(j->stack, j->n_stack);
 	free(j->layers);
 	j->ops = NULL;

@@ -25,8 +25,18 @@ struct job {
 	char *cpuset;                 /* borrowed; NULL = no pinning */
 	struct op *ops;               /* owned */
 	size_t n_ops;
-	/* Results: the snapshot stack (top first) and the layers of the image
-	 * (bottom first, base layers included). */
+	/* The snapshot being built: stack of layer dirs (top first) and the
+	 * layers of the image (bottom first, base layers included). After
+	 * job_execute: the result of the last op, i.e. the image. */
+	char **stack;
+	size_t n_stack;
+	struct op_layer *layers;
+	size_t n_layers;
+	/* The result of every op, for ops that build on or copy from it. */
+	struct job_snap *snaps;
+};
+
+struct job_snap {
 	char **stack;
 	size_t n_stack;
 	struct op_layer *layers;

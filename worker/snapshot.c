@@ -1,6 +1,7 @@
 /* Layer directories and lookups through a stack of them. See snapshot.h.
  * The invariant that makes sharing safe: a directory under layers/ is only
  * ever created by rename() of a complete tree, and never changed after. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,13 +127,22 @@ is_opaque(const char *path)
 int
 snap_lookup(char *const *stack, size_t n, const char *path, struct stat *ret_st)
 {
+	return snap_resolve(stack, n, path, ret_st, NULL);
+}
+
+int
+snap_resolve(char *const *stack, size_t n, const char *path, struct stat *ret_st, char **ret_real)
+{
 	while (*path == '/')
 		path++;
 	if (!*path) {
 		/* The root always exists; take its metadata from the top. */
 		for (size_t i = 0; i < n; i++)
-			if (lstat(stack[i], ret_st) == 0)
+			if (lstat(stack[i], ret_st) == 0) {
+				if (ret_real && !(*ret_real = strdup(stack[i])))
+					return 0;
 				return 1;
+			}
 		return 0;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -142,8 +152,13 @@ snap_lookup(char *const *stack, size_t n, const char *path, struct stat *ret_st)
 
 		if (!full)
 			return 0;
-		if (lstat(full, ret_st) == 0)
-			return is_whiteout(ret_st) ? 0 : 1;
+		if (lstat(full, ret_st) == 0) {
+			if (is_whiteout(ret_st))
+				return 0;
+			if (ret_real)
+				*ret_real = STEAL_PTR(full);
+			return 1;
+		}
 		/* An opaque parent in this layer hides the lower layers. */
 		parent = strdup(full);
 		while (parent && (slash = strrchr(parent, '/')) && slash > parent + strlen(stack[i])) {
@@ -153,4 +168,75 @@ snap_lookup(char *const *stack, size_t n, const char *path, struct stat *ret_st)
 		}
 	}
 	return 0;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+int
+snap_readdir(char *const *stack, size_t n, const char *path, char ***ret_names, size_t *ret_n,
+	     struct kiln_err *err)
+{
+	char **names = NULL, **hidden = NULL;
+	size_t n_names = 0, n_hidden = 0;
+
+	while (*path == '/')
+		path++;
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *dir = kiln_strdupf("%s/%s", stack[i], path);
+		_cleanup_closedir_ DIR *d = NULL;
+		size_t first_new = n_hidden;
+		struct dirent *de;
+		struct stat st;
+
+		if (!dir)
+			goto nomem;
+		if (lstat(dir, &st) < 0)
+			continue;
+		if (!S_ISDIR(st.st_mode))
+			break;          /* a file or whiteout here hides what is below */
+		d = opendir(dir);
+		if (!d) {
+			op_strv_free(names, n_names);
+			op_strv_free(hidden, n_hidden);
+			return kiln_err_errno(err, errno, "read directory '%s'", dir);
+		}
+		while ((de = readdir(d))) {
+			_cleanup_free_ char *child = NULL;
+			bool seen = false;
+
+			if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+				continue;
+			/* Names of upper layers hide those below; check only
+			 * what the layers above this one recorded. */
+			for (size_t k = 0; k < first_new && !seen; k++)
+				seen = strcmp(hidden[k], de->d_name) == 0;
+			if (seen)
+				continue;
+			if (op_add_arg(&hidden, &n_hidden, de->d_name) < 0)
+				goto nomem;
+			child = kiln_strdupf("%s/%s", dir, de->d_name);
+			if (!child || lstat(child, &st) < 0)
+				continue;
+			if (is_whiteout(&st))
+				continue;
+			if (op_add_arg(&names, &n_names, de->d_name) < 0)
+				goto nomem;
+		}
+		if (is_opaque(dir))
+			break;
+	}
+	op_strv_free(hidden, n_hidden);
+	if (n_names)
+		qsort(names, n_names, sizeof(*names), cmp_str);
+	*ret_names = names;
+	*ret_n = n_names;
+	return 0;
+nomem:
+	op_strv_free(names, n_names);
+	op_strv_free(hidden, n_hidden);
+	return kiln_err_set(err, ENOMEM, "out of memory");
 }

@@ -30,5 +30,14 @@ int snap_empty_dir(const char *state, char **ret_dir, struct kiln_err *err);
  * overlayfs would: a whiteout hides lower entries, an opaque directory hides
  * lower contents. Returns 1 and fills *ret_st when found, 0 when not. */
 int snap_lookup(char *const *stack, size_t n, const char *path, struct stat *ret_st);
+/* Like snap_lookup, and *ret_real (caller frees) gets the path of the
+ * entry in the layer directory that provides it. */
+int snap_resolve(char *const *stack, size_t n, const char *path, struct stat *ret_st, char **ret_real);
+/* The merged listing of directory path through stack, as overlayfs shows
+ * it: names sorted bytewise, each once, whiteouts and what they hide left
+ * out. *ret_names is a malloc'd array of malloc'd names (free with
+ * op_strv_free from op.h). */
+int snap_readdir(char *const *stack, size_t n, const char *path, char ***ret_names, size_t *ret_n,
+		 struct kiln_err *err);
 
 #endif

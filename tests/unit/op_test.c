@@ -35,7 +35,7 @@ run_roundtrip(void **state)
 {
 	char *args[] = { "/bin/sh", "-c", "echo hi" };
 	char *env[] = { "A=1" };
-	struct op in = { .kind = OP_RUN, .name = "[2/2] RUN echo hi", .args = args, .n_args = 3,
+	struct op in = { .kind = OP_RUN, .input = 0, .name = "[2/2] RUN echo hi", .args = args, .n_args = 3,
 			 .env = env, .n_env = 1, .cwd = "/w", .user = "1:2", .network = "none" };
 	struct kiln_err err = { 0 };
 	struct op out;
@@ -61,7 +61,7 @@ copy_and_image_roundtrip(void **state)
 		{ .path = "/d/l", .kind = OP_ENTRY_SYMLINK, .mode = 0777, .uid = 3, .gid = 4, .link = "x" },
 	};
 	struct op_layer l = { .size = 9 };
-	struct op copy = { .kind = OP_COPY, .entries = e, .n_entries = 2 };
+	struct op copy = { .kind = OP_COPY, .input = 0, .entries = e, .n_entries = 2 };
 	struct op image = { .kind = OP_IMAGE, .layers = &l, .n_layers = 1 };
 	struct kiln_err err = { 0 };
 	struct op out;
@@ -96,16 +96,43 @@ refuses_escaping_paths(void **state)
 		struct op copy = { .kind = OP_COPY, .entries = &e, .n_entries = 1 };
 		struct op mk = { .kind = OP_MKDIR, .path = (char *) bad[i] };
 
+		copy.input = mk.input = 0;
+
 		assert_int_equal(roundtrip(&copy, &out, &err), -KILN_EPROTO);
 		assert_int_equal(roundtrip(&mk, &out, &err), -KILN_EPROTO);
 	}
 	/* ".." inside a name is fine. */
 	{
-		struct op mk = { .kind = OP_MKDIR, .path = "/a..b/..c" };
+		struct op mk = { .kind = OP_MKDIR, .input = 0, .path = "/a..b/..c" };
 
 		assert_int_equal(roundtrip(&mk, &out, &err), 0);
 		op_release(&out);
 	}
+}
+
+static void
+copy_from_roundtrip(void **state)
+{
+	char *srcs[] = { "/out/*.bin", "/etc/passwd" };
+	struct op in = { .kind = OP_COPY_FROM, .input = 3, .from = 1, .srcs = srcs, .n_srcs = 2,
+			 .dest = "/app", .into_dir = true, .chown = true, .uid = 5, .gid = 6 };
+	struct kiln_err err = { 0 };
+	struct op out;
+
+	(void) state;
+	assert_int_equal(roundtrip(&in, &out, &err), 0);
+	assert_int_equal(out.kind, OP_COPY_FROM);
+	assert_int_equal(out.input, 3);
+	assert_int_equal(out.from, 1);
+	assert_int_equal(out.n_srcs, 2);
+	assert_string_equal(out.srcs[0], "/out/*.bin");
+	assert_string_equal(out.dest, "/app");
+	assert_true(out.into_dir && out.chown && !out.chmod);
+	assert_int_equal(out.uid, 5);
+	assert_int_equal(out.gid, 6);
+	op_release(&out);
+	in.dest = "/a/../..";
+	assert_int_equal(roundtrip(&in, &out, &err), -KILN_EPROTO);
 }
 
 static void
@@ -129,9 +156,13 @@ refuses_malformed(void **state)
 	assert_int_equal(op_unpack(&u.data, &out, &err), -KILN_EPROTO);
 	msgpack_unpacked_destroy(&u);
 	{
+		char *args[] = { "true" };
 		struct op run = { .kind = OP_RUN, .cwd = "/" };      /* no args */
+		struct op orphan = { .kind = OP_RUN, .input = -1, .cwd = "/", .args = args, .n_args = 1 };
 
 		assert_int_equal(roundtrip(&run, &out, &err), -KILN_EPROTO);
+		/* Every op but an image builds on an earlier one. */
+		assert_int_equal(roundtrip(&orphan, &out, &err), -KILN_EPROTO);
 	}
 }
 
@@ -142,6 +173,7 @@ main(void)
 		cmocka_unit_test(run_roundtrip),
 		cmocka_unit_test(copy_and_image_roundtrip),
 		cmocka_unit_test(refuses_escaping_paths),
+		cmocka_unit_test(copy_from_roundtrip),
 		cmocka_unit_test(refuses_malformed),
 	};
 
