@@ -17,7 +17,8 @@ SHARED_OBJ = shared/err.o shared/log.o shared/util.o shared/digest.o shared/cas.
              shared/platform.o shared/proto.o shared/xfer.o shared/oci.o shared/layer.o \
              shared/curve.o shared/op.o shared/gostr.o shared/ignore.o
 FRONT_OBJ  = coordinator/dockerfile.o coordinator/shell.o coordinator/plan.o \
-             coordinator/instructions.o
+             coordinator/plan-copy.o coordinator/plan-instr.o coordinator/plan-result.o \
+             coordinator/plan-dump.o coordinator/instructions.o
 COORD_OBJ  = coordinator/main.o coordinator/nodes.o coordinator/build.o $(FRONT_OBJ)
 WORKER_OBJ = worker/main.o worker/job.o worker/snapshot.o worker/export.o
 RUN_OBJ    = worker/kiln-run.o
@@ -30,7 +31,7 @@ UNIT_TESTS = tests/unit/digest_test tests/unit/cas_test tests/unit/platform_test
              tests/unit/proto_test tests/unit/xfer_test tests/unit/oci_test \
              tests/unit/layer_test tests/unit/dockerfile_test tests/unit/shell_test \
              tests/unit/plan_test tests/unit/op_test tests/unit/ignore_test tests/unit/config_test tests/unit/conn_test
-CONFORMANCE = tests/conformance/corpus_test
+CONFORMANCE = tests/conformance/corpus_test tests/conformance/golden_test
 FUZZ_REPLAY = tests/fuzz/fuzz_proto tests/fuzz/fuzz_dockerfile
 
 ALL_OBJ = $(SHARED_OBJ) $(COORD_OBJ) $(WORKER_OBJ) $(RUN_OBJ) $(CLI_OBJ)
@@ -68,6 +69,8 @@ tests/unit/config_test: tests/unit/config_test.o cli/config.o $(SHARED_OBJ)
 tests/unit/conn_test: tests/unit/conn_test.o cli/conn.o $(SHARED_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 tests/conformance/corpus_test: tests/conformance/corpus_test.o $(SHARED_OBJ) $(FRONT_OBJ)
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)
+tests/conformance/golden_test: tests/conformance/golden_test.o $(SHARED_OBJ) $(FRONT_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)
 tests/fuzz/fuzz_%: tests/fuzz/fuzz_%.o tests/fuzz/replay.o $(SHARED_OBJ) $(FRONT_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)

@@ -51,7 +51,7 @@ op_pack(const struct op *op, msgpack_packer *pk)
 		msgpack_pack_map(pk, 4);
 		break;
 	case OP_COPY_FROM:
-		msgpack_pack_map(pk, 13);
+		msgpack_pack_map(pk, 12);
 		break;
 	}
 	pack_kstr(pk, "kind", kind_names[op->kind]);

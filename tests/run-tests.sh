@@ -23,6 +23,7 @@ for t in tests/unit/*_test; do
 	run "$(basename "$t")" "$t"
 done
 run corpus tests/conformance/corpus_test ../shared/corpus
+run golden tests/conformance/golden_test tests/data/dockerfile
 run fuzz_proto tests/fuzz/fuzz_proto tests/fuzz/corpus/proto
 run fuzz_dockerfile tests/fuzz/fuzz_dockerfile tests/fuzz/corpus/dockerfile
 run integration prove -v ${KILN_PROVE_ARGS:-} tests/integration/t*.sh

@@ -1,0 +1,1005 @@
+/* What each instruction does to a stage: the image config, the build-time
+ * environment and the history entry, as BuildKit's dispatch functions do
+ * (frontend/dockerfile/dockerfile2llb/convert*.go). RUN and WORKDIR add ops;
+ * COPY and ADD are in plan-copy.c; everything else changes only the config.
+ *
+ * Words are expanded with the stage's environment as it was before the
+ * instruction (ENV A=1 B=$A sees the old A), for exactly the instructions
+ * BuildKit expands: ENV, LABEL, ARG defaults, WORKDIR, USER, EXPOSE, VOLUME,
+ * STOPSIGNAL, COPY/ADD. The commands of RUN, CMD, ENTRYPOINT and HEALTHCHECK
+ * are left to the shell.
+ *
+ * History wording follows Go's fmt: CMD and ENTRYPOINT print their list
+ * with %q (["a" "b"]), SHELL and VOLUME with %v ([a b]), HEALTHCHECK its
+ * struct with %+v and durations as time.Duration prints them. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cleanup.h"
+#include "dockerfile.h"
+#include "err.h"
+#include "gostr.h"
+#include "instructions.h"
+#include "oci.h"
+#include "plan-internal.h"
+#include "shell.h"
+#include "util.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- Go formatting ---- */
+
+static size_t
+fmt_frac(char *buf, size_t w, uint64_t *v, int prec)
+{
+	bool print = false;
+
+	for (int i = 0; i < prec; i++) {
+		unsigned digit = (unsigned) (*v % 10);
+
+		print = print || digit != 0;
+		if (print)
+			buf[--w] = (char) ('0' + digit);
+		*v /= 10;
+	}
+	if (print)
+		buf[--w] = '.';
+	return w;
+}
+
+static size_t
+fmt_int(char *buf, size_t w, uint64_t v)
+{
+	if (v == 0) {
+		buf[--w] = '0';
+		return w;
+	}
+	while (v > 0) {
+		buf[--w] = (char) ('0' + v % 10);
+		v /= 10;
+	}
+	return w;
+}
+
+void
+plan_go_duration(int64_t ns, char out[40])
+{
+	char buf[40];
+	size_t w = sizeof(buf);
+	uint64_t u = ns < 0 ? (uint64_t) 0 - (uint64_t) ns : (uint64_t) ns;
+
+	if (u < 1000000000u) {
+		int prec;
+
+		buf[--w] = 's';
+		if (u == 0) {
+			strcpy(out, "0s");
+			return;
+		} else if (u < 1000u) {
+			prec = 0;
+			buf[--w] = 'n';
+		} else if (u < 1000000u) {
+			prec = 3;
+			buf[--w] = '\xb5';      /* U+00B5, two bytes */
+			buf[--w] = '\xc2';
+		} else {
+			prec = 6;
+			buf[--w] = 'm';
+		}
+		w = fmt_frac(buf, w, &u, prec);
+		w = fmt_int(buf, w, u);
+	} else {
+		buf[--w] = 's';
+		w = fmt_frac(buf, w, &u, 9);
+		w = fmt_int(buf, w, u % 60);
+		u /= 60;
+		if (u > 0) {
+			buf[--w] = 'm';
+			w = fmt_int(buf, w, u % 60);
+			u /= 60;
+			if (u > 0) {
+				buf[--w] = 'h';
+				w = fmt_int(buf, w, u);
+			}
+		}
+	}
+	if (ns < 0)
+		buf[--w] = '-';
+	memcpy(out, buf + w, sizeof(buf) - w);
+	out[sizeof(buf) - w] = '\0';
+}
+
+char *
+plan_go_quote_list(const json_t *arr)
+{
+	struct gbuf b;
+	size_t i;
+	json_t *v;
+
+	gbuf_init(&b, 1u << 20);
+	gbuf_putc(&b, '[');
+	json_array_foreach(arr, i, v) {
+		const char *s = json_string_value(v);
+
+		if (i)
+			gbuf_putc(&b, ' ');
+		gostr_quote(&b, s ? s : "", s ? json_string_length(v) : 0);
+	}
+	gbuf_putc(&b, ']');
+	return gbuf_detach(&b, NULL, NULL);
+}
+
+char *
+plan_go_list(char *const *v, size_t n)
+{
+	struct strv s = { (char **) v, n };
+	_cleanup_free_ char *j = strv_join(&s, " ");
+
+	return j ? kiln_strdupf("[%s]", j) : NULL;
+}
+
+/* ---- helpers ---- */
+
+static int
+strv_copy_all(struct strv *dst, const struct strv *src)
+{
+	for (size_t i = 0; i < src->n; i++)
+		if (strv_add(dst, src->v[i]) < 0)
+			return -ENOMEM;
+	return 0;
+}
+
+static json_t *
+cfg_object(struct stage *s, const char *field)
+{
+	json_t *cfg = plan_cfg(s);
+	json_t *o = json_object_get(cfg, field);
+
+	if (!json_is_object(o)) {
+		o = json_object();
+		json_object_set_new(cfg, field, o);
+	}
+	return o;
+}
+
+static json_t *
+strv_json(char *const *v, size_t n)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a && i < n; i++)
+		if (json_array_append_new(a, json_string(v[i])) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	return a;
+}
+
+/* Exec form as written; shell form through SHELL (default /bin/sh -c). */
+static int
+command_args(struct stage *s, const struct df_node *n, struct strv *out)
+{
+	json_t *sh;
+	size_t i;
+	json_t *v;
+
+	if (n->json) {
+		for (i = 0; i < n->n_args; i++)
+			if (strv_add(out, n->args[i]) < 0)
+				return -ENOMEM;
+		return 0;
+	}
+	sh = json_object_get(plan_cfg(s), "Shell");
+	if (json_array_size(sh) > 0) {
+		json_array_foreach(sh, i, v)
+			if (strv_add(out, json_string_value(v) ? json_string_value(v) : "") < 0)
+				return -ENOMEM;
+	} else if (strv_add(out, "/bin/sh") < 0 || strv_add(out, "-c") < 0) {
+		return -ENOMEM;
+	}
+	{
+		struct strv rest = { n->args, n->n_args };
+		_cleanup_free_ char *j = strv_join(&rest, " ");
+
+		return j ? strv_add(out, j) : -ENOMEM;
+	}
+}
+
+/* The instruction as written, with variables expanded (quotes kept,
+ * unknown ones left) and the keyword in capitals: RUN's progress name. */
+static char *
+run_name(struct ctx *c, struct stage *s, const struct df_node *n)
+{
+	struct shell_env se = { (const char *const *) s->env.v, s->env.n };
+	struct kiln_err ignore = { 0 };
+	struct shell_result res;
+	_cleanup_free_ char *text = NULL;
+
+	if (shell_process(n->original, c->escape, SHELL_RAW_QUOTES | SHELL_SKIP_UNSET, &se, &res,
+			  &ignore) == 0) {
+		text = STEAL_PTR(res.word);
+		shell_result_release(&res);
+	} else {
+		text = strdup(n->original);
+	}
+	if (!text)
+		return NULL;
+	for (char *p = text; *p && *p != ' '; p++)
+		*p = (char) toupper((unsigned char) *p);
+	return plan_step_name(c, s, text);
+}
+
+/* ---- ENV, LABEL, ARG ---- */
+
+static int
+dispatch_kv(struct ctx *c, struct stage *s, const struct plan_cmd *cmd, bool is_env)
+{
+	const struct df_node *n = cmd->n;
+	struct strv keys = { 0 }, vals = { 0 }, shown = { 0 };
+	_cleanup_free_ char *text = NULL;
+	int r = 0;
+
+	/* every word is expanded before any of them takes effect */
+	for (size_t i = 0; i + 1 < n->n_args && r == 0; i += 3) {
+		_cleanup_free_ char *k = NULL;
+		_cleanup_free_ char *v = NULL;
+
+		r = plan_expand(c, cmd->line, n->args[i], &s->env, &k);
+		if (r == 0)
+			r = plan_expand(c, cmd->line, n->args[i + 1], &s->env, &v);
+		if (r == 0 && (strv_add(&keys, k) < 0 || strv_add(&vals, v) < 0))
+			r = plan_nomem(c);
+	}
+	for (size_t i = 0; i < keys.n && r == 0; i++) {
+		_cleanup_free_ char *kv = kiln_strdupf("%s=%s", keys.v[i], vals.v[i]);
+
+		if (!kv || strv_add(&shown, kv) < 0) {
+			r = plan_nomem(c);
+			break;
+		}
+		if (!is_env) {
+			if (json_object_set_new(cfg_object(s, "Labels"), keys.v[i], json_string(vals.v[i])) < 0)
+				r = plan_line_err(c, cmd->line, EINVAL, "LABEL %s: not valid UTF-8", keys.v[i]);
+			continue;
+		}
+		if (!*keys.v[i] || strchr(keys.v[i], '='))
+			r = plan_line_err(c, cmd->line, EINVAL, "ENV names can not be blank or contain '=': '%s'",
+					  keys.v[i]);
+		else if (strv_setkv(&s->env, keys.v[i], vals.v[i]) < 0)
+			r = plan_nomem(c);
+		else if (oci_config_set_env(s->img, keys.v[i], vals.v[i]) < 0)
+			r = plan_line_err(c, cmd->line, EINVAL, "ENV %s: not valid UTF-8", keys.v[i]);
+	}
+	if (r == 0) {
+		text = strv_join(&shown, " ");
+		r = text ? plan_push_hist(c, s, -1, "%s %s", is_env ? "ENV" : "LABEL", text) : plan_nomem(c);
+	}
+	strv_free(&keys);
+	strv_free(&vals);
+	strv_free(&shown);
+	return r;
+}
+
+/* ARG NAME[=default]: the --build-arg, else the default (expanded), else
+ * the global value of that name; it reaches the build-time environment. */
+static int
+dispatch_arg(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
+{
+	const struct df_node *n = cmd->n;
+	struct strv shown = { 0 };
+	_cleanup_free_ char *text = NULL;
+	int r = 0;
+
+	for (size_t i = 0; i < n->n_args && r == 0; i++) {
+		const char *eq = strchr(n->args[i], '='), *v;
+		char *key = eq ? strndup(n->args[i], (size_t) (eq - n->args[i])) : strdup(n->args[i]);
+		char *val = NULL, *entry;
+		struct plan_arg *na;
+
+		if (!key)
+			return plan_nomem(c);
+		if ((v = plan_build_arg(c, key))) {
+			val = strdup(v);
+		} else if (eq) {
+			r = plan_expand(c, cmd->line, eq + 1, &s->env, &val);
+		} else if ((v = strv_get(&c->global, key))) {
+			val = strdup(v);
+		}
+		if (r == 0 && (v || eq) && !val)
+			r = plan_nomem(c);
+		if (r == 0 && val && strv_setkv(&s->env, key, val) < 0)
+			r = plan_nomem(c);
+		entry = r == 0 ? (val ? kiln_strdupf("%s=%s", key, val) : strdup(key)) : NULL;
+		if (r == 0 && (!entry || strv_add(&shown, entry) < 0))
+			r = plan_nomem(c);
+		free(entry);
+		na = r == 0 ? realloc(s->args, (s->n_args + 1) * sizeof(*na)) : NULL;
+		if (!na) {
+			free(key);
+			free(val);
+			strv_free(&shown);
+			return r < 0 ? r : plan_nomem(c);
+		}
+		s->args = na;
+		na[s->n_args].key = key;
+		na[s->n_args].value = val;
+		s->n_args++;
+	}
+	if (r == 0) {
+		text = strv_join(&shown, " ");
+		r = text ? plan_push_hist(c, s, -1, "ARG %s", text) : plan_nomem(c);
+	}
+	strv_free(&shown);
+	return r;
+}
+
+/* ---- RUN, WORKDIR ---- */
+
+/* "|N K=V ... " for the ARGs a RUN sees (BuildKit's runCommandString):
+ * each ARG once, valued from the environment, else its declared value. */
+static int
+run_args_prefix(struct stage *s, struct strv *out)
+{
+	for (size_t i = 0; i < s->n_args; i++) {
+		const char *key = s->args[i].key;
+		const char *v = strv_get(&s->env, key);
+		_cleanup_free_ char *kv = kiln_strdupf("%s=%s", key, v ? v : s->args[i].value ? s->args[i].value : "");
+		size_t klen = strlen(key);
+		bool found = false;
+
+		if (!kv)
+			return -ENOMEM;
+		for (size_t k = 0; k < out->n; k++)
+			if (strncmp(out->v[k], key, klen) == 0 && out->v[k][klen] == '=') {
+				free(out->v[k]);
+				out->v[k] = STEAL_PTR(kv);
+				found = true;
+				break;
+			}
+		if (!found && strv_add(out, kv) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int
+dispatch_run(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
+{
+	static const struct instr_flag_def defs[] = {
+		{ "mount", INSTR_FLAG_STRINGS, NULL },
+		{ "network", INSTR_FLAG_STRING, "default" },
+		{ "security", INSTR_FLAG_STRING, "sandbox" },
+		{ "device", INSTR_FLAG_STRINGS, NULL },
+	};
+	const struct df_node *n = cmd->n;
+	struct instr_flag_value fv[ARRAY_SIZE(defs)];
+	struct op op = { .kind = OP_RUN };
+	struct strv args = { 0 }, hist = { 0 };
+	_cleanup_free_ char *net = NULL;
+	_cleanup_free_ char *all = NULL;
+	int r, idx;
+
+	r = instr_flags_parse((const char *const *) n->flags, n->n_flags, defs, ARRAY_SIZE(defs), fv,
+			      c->err);
+	if (r < 0) {
+		instr_flag_values_release(fv, ARRAY_SIZE(defs));
+		return plan_line_err(c, cmd->line, c->err->code, "%s", c->err->msg);
+	}
+	if (fv[0].n_values)
+		r = plan_line_err(c, cmd->line, ENOTSUP, "RUN --mount is not supported yet");
+	else if (fv[2].used)
+		r = plan_line_err(c, cmd->line, ENOTSUP, "RUN --security is not supported yet");
+	else if (fv[3].n_values)
+		r = plan_line_err(c, cmd->line, ENOTSUP, "RUN --device is not supported yet");
+	else if (strcmp(fv[1].value, "none") != 0 && strcmp(fv[1].value, "host") != 0 &&
+		 strcmp(fv[1].value, "default") != 0)
+		r = plan_line_err(c, cmd->line, EINVAL,
+				  "unsupported network mode \"%s\" (RUN --network takes none, host or default)",
+				  fv[1].value);
+	else if (n->n_heredocs)
+		r = plan_line_err(c, cmd->line, ENOTSUP, "heredocs in RUN are not supported yet");
+	else if (!(net = strdup(fv[1].value)))
+		r = plan_nomem(c);
+	instr_flag_values_release(fv, ARRAY_SIZE(defs));
+	if (r < 0)
+		return r;
+
+	{
+		struct strv pre = { 0 };
+		char count[32];
+
+		if (command_args(s, n, &args) < 0 || run_args_prefix(s, &pre) < 0) {
+			strv_free(&pre);
+			goto nomem;
+		}
+		snprintf(count, sizeof(count), "|%zu", pre.n);
+		if ((pre.n && strv_add(&hist, count) < 0) || strv_copy_all(&hist, &pre) < 0 ||
+		    strv_copy_all(&hist, &args) < 0) {
+			strv_free(&pre);
+			goto nomem;
+		}
+		strv_free(&pre);
+	}
+	all = strv_join(&hist, " ");
+	if (!all)
+		goto nomem;
+	for (size_t i = 0; i < s->env.n; i++)
+		if (op_add_arg(&op.env, &op.n_env, s->env.v[i]) < 0)
+			goto nomem;
+	op.args = STEAL_PTR(args.v);
+	op.n_args = args.n;
+	args.n = 0;
+	op.cwd = strdup(s->cwd);
+	op.user = strdup(s->user);
+	op.network = STEAL_PTR(net);
+	op.name = run_name(c, s, n);
+	if (!op.cwd || !op.user || !op.name)
+		goto nomem;
+	strv_free(&hist);
+	idx = plan_push_op(c, s, &op);
+	if (idx < 0)
+		return idx;
+	return plan_push_hist(c, s, idx, "RUN %s # buildkit", all);
+nomem:
+	op_release(&op);
+	strv_free(&args);
+	strv_free(&hist);
+	return plan_nomem(c);
+}
+
+static char *
+join_workdir(const char *cur, const char *p)
+{
+	_cleanup_free_ char *joined = p[0] == '/' ? strdup(p) : kiln_strdupf("/%s/%s", cur, p);
+	char *out, *w;
+	const char *r;
+
+	if (!joined)
+		return NULL;
+	out = calloc(1, strlen(joined) + 2);
+	if (!out)
+		return NULL;
+	w = out;
+	for (r = joined; *r;) {
+		size_t len;
+
+		while (*r == '/')
+			r++;
+		len = strcspn(r, "/");
+		if (len == 0)
+			break;
+		if (len == 1 && r[0] == '.') {
+			/* nothing */
+		} else if (len == 2 && r[0] == '.' && r[1] == '.') {
+			while (w > out && *--w != '/')
+				;
+			*w = '\0';
+		} else {
+			*w++ = '/';
+			memcpy(w, r, len);
+			w += len;
+			*w = '\0';
+		}
+		r += len;
+	}
+	if (w == out)
+		strcpy(out, "/");
+	return out;
+}
+
+/* WORKDIR: the config and the working directory; the directory is made
+ * (mkdir -p) unless it is "/". */
+static int
+dispatch_workdir(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
+{
+	_cleanup_free_ char *w = NULL;
+	char *wd;
+	struct op op = { .kind = OP_MKDIR };
+	int r, idx = -1;
+
+	r = plan_expand(c, cmd->line, cmd->n->args[0], &s->env, &w);
+	if (r < 0)
+		return r;
+	wd = join_workdir(s->cwd, w);
+	if (!wd)
+		return plan_nomem(c);
+	free(s->cwd);
+	s->cwd = wd;
+	if (json_object_set_new(plan_cfg(s), "WorkingDir", json_string(wd)) < 0)
+		return plan_line_err(c, cmd->line, EINVAL, "WORKDIR %s: not valid UTF-8", wd);
+	if (strcmp(wd, "/") != 0) {
+		struct shell_env se = { (const char *const *) s->env.v, s->env.n };
+		struct kiln_err ignore = { 0 };
+		_cleanup_free_ char *text = NULL;
+
+		if (shell_process_word(cmd->n->original, c->escape, &se, &text, &ignore) < 0)
+			text = strdup(cmd->n->original);
+		for (char *p = text; p && *p && *p != ' '; p++)
+			*p = (char) toupper((unsigned char) *p);
+		op.path = strdup(wd);
+		op.name = text ? plan_step_name(c, s, text) : NULL;
+		if (!op.path || !op.name) {
+			op_release(&op);
+			return plan_nomem(c);
+		}
+		idx = plan_push_op(c, s, &op);
+		if (idx < 0)
+			return idx;
+	}
+	return plan_push_hist(c, s, idx, "WORKDIR %s", wd);
+}
+
+/* ---- CMD, ENTRYPOINT, SHELL ---- */
+
+static int
+dispatch_command(struct ctx *c, struct stage *s, const struct plan_cmd *cmd, bool entrypoint)
+{
+	const struct df_node *n = cmd->n;
+	struct strv args = { 0 };
+	_cleanup_free_ char *shown = NULL;
+	json_t *j;
+	int r;
+
+	if (command_args(s, n, &args) < 0) {
+		strv_free(&args);
+		return plan_nomem(c);
+	}
+	j = strv_json(args.v, args.n);
+	strv_free(&args);
+	if (!j)
+		return plan_line_err(c, cmd->line, EINVAL, "%s: not valid UTF-8", entrypoint ? "ENTRYPOINT" : "CMD");
+	shown = plan_go_quote_list(j);
+	if (entrypoint) {
+		/* ENTRYPOINT [] is no entrypoint; it resets a CMD not set here */
+		if (json_array_size(j) == 0)
+			json_object_del(plan_cfg(s), "Entrypoint");
+		r = json_array_size(j) ? json_object_set(plan_cfg(s), "Entrypoint", j) : 0;
+		if (!s->cmd_set)
+			json_object_del(plan_cfg(s), "Cmd");
+	} else {
+		r = json_object_set(plan_cfg(s), "Cmd", j);
+		if (r == 0)
+			r = json_object_set_new(plan_cfg(s), "ArgsEscaped", json_true());
+		s->cmd_set = true;
+	}
+	json_decref(j);
+	if (r < 0 || !shown)
+		return plan_nomem(c);
+	return plan_push_hist(c, s, -1, "%s %s", entrypoint ? "ENTRYPOINT" : "CMD", shown);
+}
+
+static int
+dispatch_shell(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
+{
+	const struct df_node *n = cmd->n;
+	_cleanup_free_ char *shown = plan_go_list(n->args, n->n_args);
+	json_t *j = strv_json(n->args, n->n_args);
+
+	if (!j || !shown) {
+		json_decref(j);
+		return plan_nomem(c);
+	}
+	if (json_object_set_new(plan_cfg(s), "Shell", j) < 0)
+		return plan_nomem(c);
+	return plan_push_hist(c, s, -1, "SHELL %s", shown);
+}
+
+/* ---- USER, STOPSIGNAL, MAINTAINER, VOLUME ---- */
+
+static int
+dispatch_user(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
+{
+	_cleanup_free_ char *u = NULL;
+	int r;
+
+	r = plan_expand(c, cmd->line, cmd->n->args[0], &s->env, &u);
+	if (r < 0)
+		return r;
+	free(s->user);
+	s->user = strdup(u);
+	if (!s->user)
+		return plan_nomem(c);
+	if (json_object_set_new(plan_cfg(s), "User", json_string(u)) < 0)
+		return plan_line_err(c, cmd->line, EINVAL, "USER %s: not valid UTF-8", u);
+	return plan_push_hist(c, s, -1, "USER %s", u);
+}
+
+/* moby/sys/signal's ParseSignal on Linux: a number, or a name with or
+ * without "SIG". */
+static bool
+valid_signal(const char *sig)
+{
+	static const char *const names[] = {
+		"ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+		"KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+		"TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+		"RTMIN", "RTMAX",
+	};
+	char up[32];
+	const char *name;
+	size_t i;
+
+	if (*sig && strspn(sig + (*sig == '-' || *sig == '+'), "0123456789") ==
+		    strlen(sig + (*sig == '-' || *sig == '+')) && sig[*sig == '-' || *sig == '+'])
+		return strtol(sig, NULL, 10) != 0;
+	for (i = 0; sig[i] && i + 1 < sizeof(up); i++)
+		up[i] = (char) toupper((unsigned char) sig[i]);
+	up[i] = '\0';
+	if (sig[i])
+		return false;
+	name = kiln_startswith(up, "SIG") ? up + 3 : up;
+	for (i = 0; i < ARRAY_SIZE(names); i++)
+		if (strcmp(name, names[i]) == 0)
+			return true;
+	if (kiln_startswith(name, "RTMIN+") || kiln_startswith(name, "RTMAX-")) {
+		const char *d = name + 6;
+		long v = strtol(d, NULL, 10);
+
+		return strspn(d, "0123456789") == strlen(d) && *d && v >= 1 && v <= (name[5] == '+' ? 15 : 14);
+	}
+	return false;
+}
+
+static int
+dispatch_stopsignal(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
+{
+	_cleanup_free_ char *sig = NULL;
+	int r;
+
+	r = plan_expand(c, cmd->line, cmd->n->args[0], &s->env, &sig);
+	if (r < 0)
+		return r;
+	if (!valid_signal(sig))
+		return plan_line_err(c, cmd->line, EINVAL, "invalid signal: %s", sig);
+	if (json_object_set_new(plan_cfg(s), "StopSignal", json_string(sig)) < 0)
+		return plan_nomem(c);
+	return plan_push_hist(c, s, -1, "STOPSIGNAL %s", sig);
+}
+
+static int
+dispatch_maintainer(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
+{
+	const char *m = cmd->n->args[0];
+
+	if (json_object_set_new(s->img, "author", json_string(m)) < 0)
+		return plan_line_err(c, cmd->line, EINVAL, "MAINTAINER: not valid UTF-8");
+	return plan_push_hist(c, s, -1, "MAINTAINER %s", m);
+}
+
+static int
+dispatch_volume(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
+{
+	const struct df_node *n = cmd->n;
+	struct strv vols = { 0 };
+	_cleanup_free_ char *shown = NULL;
+	int r = 0;
+
+	for (size_t i = 0; i < n->n_args && r == 0; i++) {
+		const char *a = n->args[i];
+		size_t len;
+		_cleanup_free_ char *t = NULL;
+		_cleanup_free_ char *v = NULL;
+
+		a += gostr_space_prefix(a, strlen(a));
+		len = strlen(a);
+		len -= gostr_space_suffix(a, len);
+		t = strndup(a, len);
+		if (!t)
+			r = plan_nomem(c);
+		else if (!*t)
+			r = plan_line_err(c, cmd->line, EINVAL, "VOLUME specified can not be an empty string");
+		else
+			r = plan_expand(c, cmd->line, t, &s->env, &v);
+		if (r == 0 && !*v)
+			r = plan_line_err(c, cmd->line, EINVAL, "VOLUME specified can not be an empty string");
+		if (r == 0 && strv_add(&vols, v) < 0)
+			r = plan_nomem(c);
+	}
+	for (size_t i = 0; i < vols.n && r == 0; i++)
+		if (json_object_set_new(cfg_object(s, "Volumes"), vols.v[i], json_object()) < 0)
+			r = plan_line_err(c, cmd->line, EINVAL, "VOLUME %s: not valid UTF-8", vols.v[i]);
+	if (r == 0) {
+		shown = plan_go_list(vols.v, vols.n);
+		r = shown ? plan_push_hist(c, s, -1, "VOLUME %s", shown) : plan_nomem(c);
+	}
+	strv_free(&vols);
+	return r;
+}
+
+/* ---- EXPOSE ---- */
+
+static int
+port_range(const char *s, unsigned *lo, unsigned *hi)
+{
+	const char *dash = strchr(s, '-');
+	char *end;
+	unsigned long a, b;
+
+	if (!*s)
+		return -1;
+	if (!dash) {
+		if (strspn(s, "0123456789") != strlen(s) || strlen(s) > 5)
+			return -1;
+		a = strtoul(s, &end, 10);
+		if (a > 65535)
+			return -1;
+		*lo = *hi = (unsigned) a;
+		return 0;
+	}
+	if (strchr(dash + 1, '-') || dash == s || !dash[1] ||
+	    strspn(s, "0123456789") != (size_t) (dash - s) || strspn(dash + 1, "0123456789") != strlen(dash + 1) ||
+	    dash - s > 5 || strlen(dash + 1) > 5)
+		return -1;
+	a = strtoul(s, NULL, 10);
+	b = strtoul(dash + 1, NULL, 10);
+	if (a > 65535 || b > 65535 || b < a)
+		return -1;
+	*lo = (unsigned) a;
+	*hi = (unsigned) b;
+	return 0;
+}
+
+/* BuildKit's parsePortSpec: [ip:][hostPort:]containerPort[/proto]. */
+static int
+port_spec(struct ctx *c, int line, const char *raw, struct strv *out)
+{
+	_cleanup_free_ char *copy = strdup(raw);
+	char *cport, *proto, *ip = NULL, *hport = NULL, *colon;
+	unsigned lo, hi, hlo, hhi;
+
+	if (!copy)
+		return plan_nomem(c);
+	colon = strrchr(copy, ':');
+	cport = colon ? colon + 1 : copy;
+	if (colon) {
+		*colon = '\0';
+		colon = strrchr(copy, ':');
+		hport = colon ? colon + 1 : copy;
+		if (colon) {
+			*colon = '\0';
+			ip = copy;
+		}
+	}
+	proto = strchr(cport, '/');
+	if (proto)
+		*proto++ = '\0';
+	if (!*cport)
+		return plan_line_err(c, line, EINVAL, "no port specified: %s<empty>", raw);
+	for (char *p = proto; p && *p; p++)
+		*p = (char) tolower((unsigned char) *p);
+	if (!proto || !*proto)
+		proto = "tcp";
+	if (strcmp(proto, "tcp") != 0 && strcmp(proto, "udp") != 0 && strcmp(proto, "sctp") != 0)
+		return plan_line_err(c, line, EINVAL, "invalid proto: %s", proto);
+	if (ip && *ip) {
+		unsigned char buf[16];
+		size_t len = strlen(ip);
+
+		if (ip[0] == '[' && ip[len - 1] == ']') {
+			ip[len - 1] = '\0';
+			ip++;
+		}
+		if (inet_pton(AF_INET, ip, buf) != 1 && inet_pton(AF_INET6, ip, buf) != 1)
+			return plan_line_err(c, line, EINVAL, "invalid IP address: %s", ip);
+	}
+	if (port_range(cport, &lo, &hi) < 0)
+		return plan_line_err(c, line, EINVAL, "invalid containerPort: %s", cport);
+	if (hport && *hport) {
+		if (port_range(hport, &hlo, &hhi) < 0)
+			return plan_line_err(c, line, EINVAL, "invalid hostPort: %s", hport);
+		if (hi - lo != hhi - hlo && hi != lo)
+			return plan_line_err(c, line, EINVAL,
+					     "invalid ranges specified for container and host Ports: %s and %s",
+					     cport, hport);
+	}
+	for (unsigned p = lo; p <= hi; p++) {
+		char buf[32];
+
+		snprintf(buf, sizeof(buf), "%u/%s", p, proto);
+		if (strv_add(out, buf) < 0)
+			return plan_nomem(c);
+	}
+	return 0;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+static int
+dispatch_expose(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
+{
+	const struct df_node *n = cmd->n;
+	struct strv raw = { 0 }, words = { 0 }, ports = { 0 };
+	_cleanup_free_ char *shown = NULL;
+	int r = 0;
+
+	/* BuildKit sorts the words as written, then expands and splits them */
+	for (size_t i = 0; i < n->n_args && r == 0; i++)
+		if (strv_add(&raw, n->args[i]) < 0)
+			r = plan_nomem(c);
+	if (r == 0)
+		qsort(raw.v, raw.n, sizeof(*raw.v), cmp_str);
+	for (size_t i = 0; i < raw.n && r == 0; i++)
+		r = plan_expand_words(c, cmd->line, raw.v[i], &s->env, &words);
+	for (size_t i = 0; i < words.n && r == 0; i++)
+		r = port_spec(c, cmd->line, words.v[i], &ports);
+	for (size_t i = 0; i < ports.n && r == 0; i++)
+		if (json_object_set_new(cfg_object(s, "ExposedPorts"), ports.v[i], json_object()) < 0)
+			r = plan_nomem(c);
+	if (r == 0) {
+		shown = plan_go_list(ports.v, ports.n);
+		r = shown ? plan_push_hist(c, s, -1, "EXPOSE %s", shown) : plan_nomem(c);
+	}
+	strv_free(&raw);
+	strv_free(&words);
+	strv_free(&ports);
+	return r;
+}
+
+/* ---- HEALTHCHECK, ONBUILD ---- */
+
+static int
+dispatch_healthcheck(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
+{
+	static const struct instr_flag_def defs[] = {
+		{ "interval", INSTR_FLAG_STRING, "" },
+		{ "timeout", INSTR_FLAG_STRING, "" },
+		{ "start-period", INSTR_FLAG_STRING, "" },
+		{ "start-interval", INSTR_FLAG_STRING, "" },
+		{ "retries", INSTR_FLAG_STRING, "" },
+	};
+	static const char *const fields[] = { "Interval", "Timeout", "StartPeriod", "StartInterval" };
+	const struct df_node *n = cmd->n;
+	struct instr_flag_value fv[ARRAY_SIZE(defs)];
+	int64_t d[4] = { 0 };
+	long retries = 0;
+	struct strv test = { 0 };
+	_cleanup_free_ char *tests = NULL;
+	char ds[4][40];
+	json_t *hc;
+	int r = 0;
+
+	if (strcasecmp(n->args[0], "NONE") == 0) {
+		if (strv_add(&test, "NONE") < 0)
+			return plan_nomem(c);
+	} else {
+		r = instr_flags_parse((const char *const *) n->flags, n->n_flags, defs, ARRAY_SIZE(defs),
+				      fv, c->err);
+		for (size_t i = 0; i < 4 && r == 0; i++)
+			r = instr_parse_interval(defs[i].name, fv[i].value, &d[i], c->err);
+		if (r == 0 && *fv[4].value)
+			retries = strtol(fv[4].value, NULL, 10);
+		instr_flag_values_release(fv, ARRAY_SIZE(defs));
+		if (r < 0)
+			return plan_line_err(c, cmd->line, c->err->code, "%s", c->err->msg);
+		if (strv_add(&test, n->json ? "CMD" : "CMD-SHELL") < 0)
+			return plan_nomem(c);
+		if (n->json) {
+			for (size_t i = 1; i < n->n_args; i++)
+				if (strv_add(&test, n->args[i]) < 0)
+					r = plan_nomem(c);
+		} else {
+			struct strv rest = { n->args + 1, n->n_args - 1 };
+			_cleanup_free_ char *j = strv_join(&rest, " ");
+
+			if (!j || strv_add(&test, j) < 0)
+				r = plan_nomem(c);
+		}
+	}
+	hc = json_object();
+	if (r == 0 && hc && json_object_set_new(hc, "Test", strv_json(test.v, test.n)) < 0)
+		r = plan_line_err(c, cmd->line, EINVAL, "HEALTHCHECK: not valid UTF-8");
+	for (size_t i = 0; i < 4 && r == 0 && hc; i++)
+		if (d[i] && json_object_set_new(hc, fields[i], json_integer(d[i])) < 0)
+			r = plan_nomem(c);
+	if (r == 0 && hc && retries && json_object_set_new(hc, "Retries", json_integer(retries)) < 0)
+		r = plan_nomem(c);
+	if (r == 0 && (!hc || json_object_set_new(plan_cfg(s), "Healthcheck", json_incref(hc)) < 0))
+		r = plan_nomem(c);
+	json_decref(hc);
+	tests = r == 0 ? plan_go_list(test.v, test.n) : NULL;
+	strv_free(&test);
+	if (r < 0)
+		return r;
+	if (!tests)
+		return plan_nomem(c);
+	for (size_t i = 0; i < 4; i++)
+		plan_go_duration(d[i], ds[i]);
+	return plan_push_hist(c, s, -1,
+			      "HEALTHCHECK {Test:%s Interval:%s Timeout:%s StartPeriod:%s StartInterval:%s "
+			      "Retries:%ld}", tests, ds[0], ds[1], ds[2], ds[3], retries);
+}
+
+char *
+plan_onbuild_expression(const struct df_node *n)
+{
+	const char *o = n->original;
+	struct gbuf b;
+
+	/* the line without "ONBUILD", with its heredoc bodies (BuildKit's
+	 * OnbuildCommand.Expression) */
+	while (isspace((unsigned char) *o))
+		o++;
+	if (strncasecmp(o, "onbuild", 7) == 0)
+		o += 7;
+	while (isspace((unsigned char) *o))
+		o++;
+	gbuf_init(&b, 16u << 20);
+	gbuf_puts(&b, o);
+	for (size_t i = 0; i < n->n_heredocs; i++) {
+		gbuf_putc(&b, '\n');
+		gbuf_put(&b, n->heredocs[i].content, n->heredocs[i].content_len);
+		gbuf_puts(&b, n->heredocs[i].name);
+	}
+	return gbuf_detach(&b, NULL, NULL);
+}
+
+static int
+dispatch_onbuild(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
+{
+	json_t *cfg = plan_cfg(s), *ob = json_object_get(cfg, "OnBuild");
+	char *expr = plan_onbuild_expression(cmd->n);
+
+	if (!expr)
+		return plan_nomem(c);
+	if (!json_is_array(ob)) {
+		ob = json_array();
+		json_object_set_new(cfg, "OnBuild", ob);
+	}
+	if (json_array_append_new(ob, json_string(expr)) < 0) {
+		free(expr);
+		return plan_line_err(c, cmd->line, EINVAL, "ONBUILD: not valid UTF-8");
+	}
+	free(expr);
+	/* BuildKit records no history entry for ONBUILD */
+	return 0;
+}
+
+int
+plan_dispatch(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
+{
+	const char *kw = cmd->n->keyword;
+
+	if (strcmp(kw, "env") == 0)
+		return dispatch_kv(c, s, cmd, true);
+	if (strcmp(kw, "label") == 0)
+		return dispatch_kv(c, s, cmd, false);
+	if (strcmp(kw, "arg") == 0)
+		return dispatch_arg(c, s, cmd);
+	if (strcmp(kw, "run") == 0)
+		return dispatch_run(c, s, cmd);
+	if (strcmp(kw, "copy") == 0 || strcmp(kw, "add") == 0)
+		return plan_copy(c, s, cmd, strcmp(kw, "add") == 0);
+	if (strcmp(kw, "workdir") == 0)
+		return dispatch_workdir(c, s, cmd);
+	if (strcmp(kw, "cmd") == 0)
+		return dispatch_command(c, s, cmd, false);
+	if (strcmp(kw, "entrypoint") == 0)
+		return dispatch_command(c, s, cmd, true);
+	if (strcmp(kw, "shell") == 0)
+		return dispatch_shell(c, s, cmd);
+	if (strcmp(kw, "user") == 0)
+		return dispatch_user(c, s, cmd);
+	if (strcmp(kw, "stopsignal") == 0)
+		return dispatch_stopsignal(c, s, cmd);
+	if (strcmp(kw, "maintainer") == 0)
+		return dispatch_maintainer(c, s, cmd);
+	if (strcmp(kw, "volume") == 0)
+		return dispatch_volume(c, s, cmd);
+	if (strcmp(kw, "expose") == 0)
+		return dispatch_expose(c, s, cmd);
+	if (strcmp(kw, "healthcheck") == 0)
+		return dispatch_healthcheck(c, s, cmd);
+	if (strcmp(kw, "onbuild") == 0)
+		return dispatch_onbuild(c, s, cmd);
+	return plan_line_err(c, cmd->line, KILN_EPARSE, "unexpected %s inside a stage", cmd->n->keyword_raw);
+}

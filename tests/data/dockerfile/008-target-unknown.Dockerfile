@@ -1,0 +1,3 @@
+# kiln-golden: --target buidler
+FROM scratch AS builder
+COPY a.txt /a

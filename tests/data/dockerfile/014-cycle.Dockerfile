@@ -1,0 +1,5 @@
+FROM scratch AS a
+COPY --from=b /x /x
+
+FROM scratch AS b
+COPY --from=a /y /y

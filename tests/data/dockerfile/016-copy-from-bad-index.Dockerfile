@@ -1,0 +1,5 @@
+FROM scratch
+COPY a.txt /
+
+FROM scratch
+COPY --from=2 /a.txt /

@@ -1,0 +1,6 @@
+ARG SRC=builder
+FROM scratch AS builder
+COPY a.txt /
+
+FROM scratch
+COPY --from=$SRC /a.txt /

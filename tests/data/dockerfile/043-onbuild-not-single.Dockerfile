@@ -1,0 +1,2 @@
+FROM onbuild-multi
+RUN true

@@ -1,0 +1,2 @@
+# syntax=example.com/my/frontend:2
+FROM scratch

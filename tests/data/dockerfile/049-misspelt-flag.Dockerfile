@@ -1,0 +1,2 @@
+FROM scratch
+COPY --chwon=1000 a.txt /

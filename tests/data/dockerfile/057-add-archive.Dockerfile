@@ -1,0 +1,2 @@
+FROM scratch
+ADD config.tar.gz /etc/

@@ -1,0 +1,2 @@
+FROM scratch
+ADD https://example.com/file.txt /file.txt

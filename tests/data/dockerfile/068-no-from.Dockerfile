@@ -1,0 +1,3 @@
+# only arguments here
+ARG A=1
+ARG B=2

@@ -1,0 +1,2 @@
+FROM base
+RUN --mount=type=cache,target=/root/.cache echo cached

@@ -1,0 +1,2 @@
+FROM scratch
+COPY --parents src/./main.c /dst/

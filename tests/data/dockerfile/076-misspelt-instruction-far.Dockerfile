@@ -1,0 +1,2 @@
+FROM scratch
+FLIBBLE a b

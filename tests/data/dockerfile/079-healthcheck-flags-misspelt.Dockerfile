@@ -1,0 +1,2 @@
+FROM scratch
+HEALTHCHECK --intervall=5s CMD true
