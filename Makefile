@@ -15,7 +15,8 @@ endif
 
 SHARED_OBJ = shared/err.o shared/log.o shared/util.o shared/digest.o shared/cas.o \
              shared/platform.o shared/proto.o shared/xfer.o shared/oci.o shared/layer.o \
-             shared/curve.o shared/op.o shared/gostr.o shared/ignore.o
+             shared/curve.o shared/op.o shared/gostr.o shared/ignore.o \
+             shared/registry.o shared/registry-http.o shared/registry-ref.o
 FRONT_OBJ  = coordinator/dockerfile.o coordinator/shell.o coordinator/plan.o \
              coordinator/plan-copy.o coordinator/plan-instr.o coordinator/plan-result.o \
              coordinator/plan-dump.o coordinator/instructions.o
@@ -30,7 +31,8 @@ BINS = bin/kiln bin/kiln-coordinator bin/kiln-worker bin/kiln-run
 UNIT_TESTS = tests/unit/digest_test tests/unit/cas_test tests/unit/platform_test \
              tests/unit/proto_test tests/unit/xfer_test tests/unit/oci_test \
              tests/unit/layer_test tests/unit/dockerfile_test tests/unit/shell_test \
-             tests/unit/plan_test tests/unit/op_test tests/unit/ignore_test tests/unit/config_test tests/unit/conn_test
+             tests/unit/plan_test tests/unit/op_test tests/unit/ignore_test tests/unit/config_test tests/unit/conn_test \
+             tests/unit/registry_test
 CONFORMANCE = tests/conformance/corpus_test tests/conformance/golden_test
 FUZZ_REPLAY = tests/fuzz/fuzz_proto tests/fuzz/fuzz_dockerfile
 
