@@ -107,4 +107,4 @@ clean:
 
 .PHONY: all deps test demo install clean fuzz FORCE
 .SECONDARY:
--include $(ALL_OBJ:.o=.d)
+-include $(ALL_OBJ:.o=.d) $(wildcard tests/*/*.d)

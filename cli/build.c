@@ -57,11 +57,14 @@ struct opts {
 	const char *progress;
 	const char *metadata;
 	const char *path;
+	bool push;
 };
 
 struct output {
-	char type[16];                 /* oci, local, tar */
+	char type[16];                 /* oci, local, tar, image */
 	char dest[4096];
+	char name[1024];               /* image: comma-separated names */
+	bool push;
 };
 
 /* A blob the worker lacks, on its way. */
@@ -112,7 +115,9 @@ usage(FILE *f)
 		"  -f, --file FILE              name of the Dockerfile (default: PATH/Dockerfile)\n"
 		"      --metadata-file FILE     write build result metadata (digests, counters) as JSON\n"
 		"  -o, --output SPEC            type=oci,dest=FILE | type=tar,dest=FILE | type=local,dest=DIR\n"
+		"                               | type=image,name=REF[,REF...],push=true (also type=registry)\n"
 		"                               (a bare DIR means type=local,dest=DIR)\n"
+		"      --push                   push the image to the registry of each -t NAME\n"
 		"      --platform P             target platform (default: this machine's)\n"
 		"      --progress MODE          auto, plain, tty or quiet (default: auto)\n"
 		"  -t, --tag NAME               name (and tag) recorded in the OCI index\n"
@@ -146,13 +151,28 @@ parse_output(const char *spec, struct output *o, struct kiln_err *err)
 				snprintf(o->type, sizeof(o->type), "%s", eq + 1);
 			else if (strcmp(kv, "dest") == 0)
 				snprintf(o->dest, sizeof(o->dest), "%s", eq + 1);
-			else if (strcmp(kv, "name") != 0)
+			else if (strcmp(kv, "name") == 0)
+				snprintf(o->name, sizeof(o->name), "%s", eq + 1);
+			else if (strcmp(kv, "push") == 0)
+				o->push = strcmp(eq + 1, "true") == 0;
+			else
 				return kiln_err_set(err, EINVAL, "output option '%s' is not supported yet", kv);
 		}
 	}
+	if (strcmp(o->type, "registry") == 0) {
+		/* buildx: type=registry is type=image,push=true */
+		snprintf(o->type, sizeof(o->type), "image");
+		o->push = true;
+	}
+	if (strcmp(o->type, "image") == 0) {
+		if (!o->push)
+			return kiln_err_set(err, ENOTSUP, "type=image without push=true is not supported: "
+					    "kiln keeps no local image store (add push=true)");
+		return 0;
+	}
 	if (strcmp(o->type, "oci") != 0 && strcmp(o->type, "tar") != 0 && strcmp(o->type, "local") != 0)
 		return kiln_err_set(err, EINVAL,
-				    "output type '%s' is not supported (use oci, tar or local)", o->type);
+				    "output type '%s' is not supported (use oci, tar, local or image)", o->type);
 	if (!o->dest[0])
 		return kiln_err_set(err, EINVAL, "output type %s needs dest=", o->type);
 	return 0;
@@ -248,7 +268,29 @@ send_start(struct session *s, const struct opts *o, const char *dockerfile, size
 	proto_w_str(&w, "platform", platform_fmt(plat, ps));
 	proto_w_str(&w, "target", o->target);
 	proto_w_str(&w, "tag", o->n_tags ? o->tags[0] : NULL);
-	proto_w_str(&w, "output", strcmp(s->out.type, "oci") == 0 ? "oci" : "rootfs");
+	proto_w_str(&w, "output", strcmp(s->out.type, "oci") == 0 ? "oci" :
+				  strcmp(s->out.type, "image") == 0 ? "push" : "rootfs");
+	if (strcmp(s->out.type, "image") == 0) {
+		/* name= wins over -t, as in buildx; several names split on ','. */
+		_cleanup_free_ char *names = strdup(s->out.name);
+		char *save = NULL;
+		size_t count = 0;
+
+		for (size_t i = 0; !*s->out.name && i < o->n_tags; i++)
+			count++;
+		for (const char *c = s->out.name; *c; c++)
+			count += *c == ',';
+		count += *s->out.name ? 1 : 0;
+		pk = proto_w_key(&w, "push");
+		msgpack_pack_array(pk, count);
+		if (*s->out.name) {
+			for (char *n = strtok_r(names, ",", &save); n; n = strtok_r(NULL, ",", &save))
+				proto_pack_str(pk, n);
+		} else {
+			for (size_t i = 0; i < o->n_tags; i++)
+				proto_pack_str(pk, o->tags[i]);
+		}
+	}
 	proto_w_i64(&w, "epoch", kiln_source_date_epoch());
 	pk = proto_w_key(&w, "build_args");
 	msgpack_pack_array(pk, o->n_args);
@@ -721,6 +763,17 @@ run_session(struct session *s, const struct opts *o, struct kiln_err *err)
 			} else {
 				_cleanup_free_ char *md = proto_msg_strdup(m, "manifest_digest");
 
+				if (strcmp(s->out.type, "image") == 0) {
+					s->v_export = progress_start(s->pr, "exporting to image");
+					progress_status(s->pr, s->v_export, "pushing layers done");
+					progress_status(s->pr, s->v_export, "pushing manifest for %s@%s done",
+							*s->out.name ? s->out.name : o->tags[0], md ? md : "");
+					progress_done(s->pr, s->v_export, NULL);
+					r = o->metadata ? write_metadata(o->metadata, s, m, err) : 0;
+					s->finished = true;
+					proto_msg_free(m);
+					return r;
+				}
 				progress_status(s->pr, s->v_export, "exporting manifest %s done", md ? md : "");
 				progress_status(s->pr, s->v_export, "sending output to %s done", s->out.dest);
 				progress_done(s->pr, s->v_export, NULL);
@@ -786,6 +839,7 @@ parse_opts(int argc, char **argv, struct opts *o, struct kiln_err *err)
 		{ "output", required_argument, NULL, 'o' },
 		{ "progress", required_argument, NULL, 'P' },
 		{ "metadata-file", required_argument, NULL, 'm' },
+		{ "push", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -806,6 +860,7 @@ parse_opts(int argc, char **argv, struct opts *o, struct kiln_err *err)
 		case 'o': o->output = optarg; break;
 		case 'P': o->progress = optarg; break;
 		case 'm': o->metadata = optarg; break;
+		case 'U': o->push = true; break;
 		case 'h': usage(stdout); return 1;
 		default: usage(stderr); return kiln_err_set(err, EINVAL, "invalid arguments");
 		}
@@ -838,6 +893,17 @@ build_main(int argc, char **argv, struct builder *b)
 	r = parse_opts(argc, argv, &o, &err);
 	if (r != 0)
 		return r > 0 ? 0 : (fprintf(stderr, "ERROR: %s\n", err.msg), 1);
+	if (o.push) {
+		if (o.output) {
+			kiln_err_set(&err, EINVAL, "--push is short for -o type=image,push=true: give one of them");
+			goto fail;
+		}
+		if (o.n_tags == 0) {
+			kiln_err_set(&err, EINVAL, "--push needs a name to push to (-t NAME)");
+			goto fail;
+		}
+		o.output = "type=image,push=true";
+	}
 	if (!o.output) {
 		fprintf(stderr, "WARNING: no output specified; the result stays on the builder's node "
 			"(use -o type=oci,dest=FILE, type=tar,dest=FILE or type=local,dest=DIR)\n");

@@ -16,6 +16,7 @@
 #include "oci.h"
 #include "plan.h"
 #include "proto.h"
+#include "registry.h"
 #include "util.h"
 
 #define DOCKERFILE_MAX (4u << 20)
@@ -24,6 +25,7 @@ enum build_state { B_SYNC, B_RUN, B_EXPORT };
 
 struct build {
 	struct build *next;
+	struct builds *builds;        /* the table it is in (borrowed) */
 	char id[64];
 	struct peer client;
 	struct node *node;
@@ -32,6 +34,8 @@ struct build {
 	enum build_state state;
 	char kind[8];                 /* "oci" or "rootfs" */
 	char *tag;                    /* first -t, for the index annotation */
+	char **push;                  /* image references to push to */
+	size_t n_push;
 	int64_t epoch;
 	struct op_layer *layers;      /* per op */
 	bool *has_layer;
@@ -44,15 +48,21 @@ struct build {
 struct builds {
 	struct build *head;
 	struct nodes *nodes;
+	struct registry *reg;       /* resolves base images; NULL when it failed to start */
 };
 
 struct builds *
 builds_new(struct nodes *ns)
 {
 	struct builds *bs = calloc(1, sizeof(*bs));
+	struct registry_opts ro = { 0 };
+	struct kiln_err err = { 0 };
 
-	if (bs)
-		bs->nodes = ns;
+	if (!bs)
+		return NULL;
+	bs->nodes = ns;
+	if (registry_new(&ro, &bs->reg, &err) < 0)
+		log_error_err(&err, "registry client, pulling images is off");
 	return bs;
 }
 
@@ -64,6 +74,7 @@ build_free(struct build *b)
 	peer_release(&b->client);
 	plan_free(b->plan);
 	free(b->tag);
+	op_strv_free(b->push, b->n_push);
 	free(b->layers);
 	free(b->has_layer);
 	free(b);
@@ -80,6 +91,7 @@ builds_free(struct builds *bs)
 		bs->head = b->next;
 		build_free(b);
 	}
+	registry_free(bs->reg);
 	free(bs);
 }
 
@@ -257,6 +269,7 @@ contexts_free(struct plan_context *cs, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		free(cs[i].name);
+		free(cs[i].ref);
 		json_decref(cs[i].config);
 		free(cs[i].layers);
 	}
@@ -283,6 +296,73 @@ read_strv(const struct proto_msg *m, const char *key, char ***ret, size_t *ret_n
 			return kiln_err_set(err, ENOMEM, "out of memory");
 	}
 	return 0;
+}
+
+/* An image the Dockerfile names, resolved through the registry into a
+ * context for the planner. The worker pulls its layers by digest. */
+static int
+resolve_image(struct builds *bs, const char *name, const struct platform *p, struct plan_context *ret,
+	      struct kiln_err *err)
+{
+	struct registry_ref ref, pinned;
+	struct registry_image img = { 0 };
+	struct oci_manifest man = { 0 };
+	char refs[REGISTRY_REF_STR_SIZE];
+	const json_t *diff_ids;
+	int r;
+
+	if (!bs->reg)
+		return kiln_err_set(err, ENOTSUP, "base image '%s': the registry client is not available",
+				    name);
+	r = registry_ref_parse(name, &ref, err);
+	if (r < 0)
+		return kiln_err_wrap(err, "base image '%s'", name);
+	r = registry_resolve(bs->reg, &ref, p, &img, err);
+	if (r < 0)
+		return r;
+	r = oci_manifest_parse(img.manifest.data, img.manifest.len, &man, err);
+	if (r == 0)
+		r = oci_config_parse(img.config.data, img.config.len, &ret->config, err);
+	if (r < 0)
+		goto out;
+	diff_ids = json_object_get(json_object_get(ret->config, "rootfs"), "diff_ids");
+	if (json_array_size(diff_ids) != man.n_layers) {
+		r = kiln_err_set(err, EBADMSG, "image '%s': %zu layers but %zu diff_ids", name,
+				 man.n_layers, json_array_size(diff_ids));
+		goto out;
+	}
+	ret->layers = calloc(man.n_layers + 1, sizeof(*ret->layers));
+	pinned = ref;
+	pinned.has_digest = true;
+	pinned.digest = img.manifest.digest;
+	pinned.tag[0] = '\0';
+	{
+		char fam[512];
+
+		ret->name = plan_familiar_name(name, fam, sizeof(fam)) ? strdup(fam) : NULL;
+	}
+	ret->ref = strdup(registry_ref_fmt(&pinned, refs, sizeof(refs)));
+	if (!ret->layers || !ret->name || !ret->ref) {
+		r = kiln_err_set(err, ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < man.n_layers; i++) {
+		struct plan_layer *pl = &ret->layers[i];
+
+		pl->l.digest = man.layers[i].digest;
+		pl->l.size = (uint64_t) man.layers[i].size;
+		snprintf(pl->media_type, sizeof(pl->media_type), "%s", man.layers[i].media_type);
+		if (digest_parse(json_string_value(json_array_get(diff_ids, i)) ?: "", &pl->l.diff_id) < 0) {
+			r = kiln_err_set(err, EBADMSG, "image '%s': bad diff_id %zu", name, i);
+			goto out;
+		}
+		ret->n_layers++;
+	}
+	log_info("resolved '%s' to %s (%zu layers)", name, ret->ref, ret->n_layers);
+out:
+	oci_manifest_release(&man);
+	registry_image_release(&img);
+	return r;
 }
 
 static int
@@ -314,11 +394,42 @@ start_plan(struct build *b, const struct proto_msg *m, struct kiln_err *err)
 		in.build_args = args;
 		in.n_build_args = n_args;
 		in.target = target && *target ? target : NULL;
-		in.contexts = contexts;
-		in.n_contexts = n_contexts;
+		/* BUILDPLATFORM is the platform of the node that builds. */
+		if (b->node && b->node->n_native)
+			in.build_platform = &b->node->native[0];
 		in.files = files;
 		in.n_files = n_files;
-		r = plan_build(&in, &b->plan, err);
+		/* Plan; each image the Dockerfile names that the client did not
+		 * send is resolved through the registry and planning starts over
+		 * with it (plans are cheap, and this keeps the planner free of
+		 * network I/O). */
+		for (int round = 0; ; round++) {
+			char *missing = NULL;
+			struct plan_context *nc;
+
+			in.contexts = contexts;
+			in.n_contexts = n_contexts;
+			in.ret_missing_image = round < 16 ? &missing : NULL;
+			r = plan_build(&in, &b->plan, err);
+			if (r != -KILN_ENOIMAGE || !missing) {
+				free(missing);
+				break;
+			}
+			nc = realloc(contexts, (n_contexts + 2) * sizeof(*contexts));
+			if (!nc) {
+				free(missing);
+				r = kiln_err_set(err, ENOMEM, "out of memory");
+				break;
+			}
+			contexts = nc;
+			memset(&contexts[n_contexts], 0, 2 * sizeof(*contexts));
+			kiln_err_clear(err);
+			r = resolve_image(b->builds, missing, &in.platform, &contexts[n_contexts], err);
+			n_contexts++;
+			free(missing);
+			if (r < 0)
+				break;
+		}
 	}
 	files_free(files, n_files);
 	contexts_free(contexts, n_contexts);
@@ -353,25 +464,23 @@ on_build_start(struct builds *bs, const struct peer *from, const struct proto_ms
 		return;
 	}
 	snprintf(b->id, sizeof(b->id), "%s", id);
-	snprintf(b->kind, sizeof(b->kind), "%s", kind && strcmp(kind, "rootfs") == 0 ? "rootfs" : "oci");
+	b->builds = bs;
+	snprintf(b->kind, sizeof(b->kind), "%s",
+		 kind && (strcmp(kind, "rootfs") == 0 || strcmp(kind, "push") == 0) ? kind : "oci");
 	b->tag = proto_msg_strdup(m, "tag");
+	if (read_strv(m, "push", &b->push, &b->n_push, &err) < 0 ||
+	    (strcmp(b->kind, "push") == 0 && b->n_push == 0)) {
+		if (!err.code)
+			kiln_err_set(&err, EINVAL, "push needs an image name (-t NAME or -o type=image,name=NAME)");
+		build_fail(bs, b, &err);
+		return;
+	}
 	b->epoch = -1;
 	(void) proto_msg_i64(m, "epoch", &b->epoch);
 	b->start_ms = kiln_now_ms();
 	b->next = bs->head;
 	bs->head = b;
 
-	if (start_plan(b, m, &err) < 0) {
-		build_fail(bs, b, &err);
-		return;
-	}
-	b->layers = calloc(b->plan->n_ops + 1, sizeof(*b->layers));
-	b->has_layer = calloc(b->plan->n_ops + 1, sizeof(bool));
-	if (!b->layers || !b->has_layer) {
-		kiln_err_set(&err, ENOMEM, "out of memory");
-		build_fail(bs, b, &err);
-		return;
-	}
 	{
 		struct platform p;
 		_cleanup_free_ char *ps_in = proto_msg_strdup(m, "platform");
@@ -386,6 +495,18 @@ on_build_start(struct builds *bs, const struct peer *from, const struct proto_ms
 		}
 	}
 	b->node->assigned++;
+	if (start_plan(b, m, &err) < 0) {
+		build_fail(bs, b, &err);
+		return;
+	}
+	b->layers = calloc(b->plan->n_ops + 1, sizeof(*b->layers));
+	b->has_layer = calloc(b->plan->n_ops + 1, sizeof(bool));
+	if (!b->layers || !b->has_layer) {
+		kiln_err_set(&err, ENOMEM, "out of memory");
+		build_fail(bs, b, &err);
+		return;
+	}
+
 	log_info("build=%s node=%s%s steps=%zu", b->id, b->node->name,
 		 b->emulated ? " (emulated)" : "", b->plan->n_ops);
 	proto_writer_init(&w, "job.have", 0);
@@ -593,6 +714,18 @@ export_build(struct build *b, struct kiln_err *err)
 	msgpack_pack_bin(pk, man_len);
 	msgpack_pack_bin_body(pk, manifest, man_len);
 	proto_w_strn(&w, "index", index, ix_len);
+	if (strcmp(b->kind, "push") == 0) {
+		/* A base image pulled from the same registry lets the node mount
+		 * its layers instead of uploading them. */
+		const struct op *base = &b->plan->ops[b->plan->chain ? b->plan->chain[0] : 0];
+
+		pk = proto_w_key(&w, "refs");
+		msgpack_pack_array(pk, b->n_push);
+		for (size_t i = 0; i < b->n_push; i++)
+			proto_pack_str(pk, b->push[i]);
+		proto_w_str(&w, "manifest_media_type", OCI_MT_MANIFEST);
+		proto_w_str(&w, "mount_from", base->kind == OP_IMAGE ? base->ref : NULL);
+	}
 	pk = proto_w_key(&w, "blobs");
 	msgpack_pack_array(pk, 2 + n_layers);
 	proto_pack_str(pk, b->manifest_digest);

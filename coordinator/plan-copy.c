@@ -354,6 +354,10 @@ source_op(struct ctx *c, struct stage *s, int line, const char *from)
 					     "COPY --from=%s: stage or image '%s' not found (did you mean "
 					     "'%s'?)", from, from, best);
 	}
+	if (c->in->ret_missing_image && !strchr(from, '$')) {
+		*c->in->ret_missing_image = strdup(from);
+		return plan_line_err(c, line, KILN_ENOIMAGE, "image '%s' must be resolved", from);
+	}
 	return plan_line_err(c, line, ENOENT,
 			     "COPY --from=%s: stage or image '%s' not found: it is neither a stage of this "
 			     "Dockerfile nor a named context (pulling images from registries is not "

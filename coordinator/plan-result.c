@@ -140,7 +140,8 @@ plan_finish(struct ctx *c, struct stage *t)
 	for (size_t i = 0; i < p->n_ops; i++) {
 		const struct op *o = &p->ops[i];
 
-		for (size_t k = 0; o->kind == OP_IMAGE && k < o->n_layers; k++)
+		/* Layers of pulled images come from the registry, not the client. */
+		for (size_t k = 0; o->kind == OP_IMAGE && !o->ref && k < o->n_layers; k++)
 			if ((r = need(c, &o->layers[k].digest)) < 0)
 				return r;
 		for (size_t k = 0; o->kind == OP_COPY && k < o->n_entries; k++)

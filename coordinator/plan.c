@@ -355,10 +355,9 @@ plan_step_name(struct ctx *c, struct stage *s, const char *text)
 			    s->total, s->onbuild_now ? "ONBUILD " : "", text);
 }
 
-const struct plan_context *
-plan_find_context(struct ctx *c, const char *name)
+char *
+plan_familiar_name(const char *name, char *buf, size_t size)
 {
-	char buf[512];
 	const char *n = name;
 	size_t len;
 
@@ -369,11 +368,21 @@ plan_find_context(struct ctx *c, const char *name)
 	else if (kiln_startswith(n, "docker.io/"))
 		n += strlen("docker.io/");
 	len = strlen(n);
-	if (len >= sizeof(buf))
+	if (len >= size)
 		return NULL;
 	memcpy(buf, n, len + 1);
 	if (len > 7 && strcmp(buf + len - 7, ":latest") == 0 && !strchr(buf + len - 7 + 1, '/'))
 		buf[len - 7] = '\0';
+	return buf;
+}
+
+const struct plan_context *
+plan_find_context(struct ctx *c, const char *name)
+{
+	char buf[512];
+
+	if (!plan_familiar_name(name, buf, sizeof(buf)))
+		return NULL;
 	for (size_t i = 0; i < c->in->n_contexts; i++)
 		if (strcmp(c->in->contexts[i].name, buf) == 0)
 			return &c->in->contexts[i];
@@ -465,6 +474,10 @@ plan_context_op(struct ctx *c, const struct plan_context *pc, const struct platf
 	for (size_t i = 0; i < pc->n_layers; i++)
 		op.layers[i] = pc->layers[i].l;
 	op.n_layers = pc->n_layers;
+	if (pc->ref && !(op.ref = strdup(pc->ref))) {
+		free(op.layers);
+		return plan_nomem(c);
+	}
 	idx = plan_push_op(c, s, &op);
 	if (idx < 0)
 		return idx;
@@ -983,9 +996,14 @@ resolve_base(struct ctx *c, struct stage *s)
 					     "base image '%s' is not available (did you mean stage '%s'?)",
 					     s->base_name, best);
 	}
+	if (c->in->ret_missing_image) {
+		*c->in->ret_missing_image = strdup(s->base_name);
+		return plan_line_err(c, s->from->start_line, KILN_ENOIMAGE,
+				     "base image '%s' must be resolved", s->base_name);
+	}
 	return plan_line_err(c, s->from->start_line, ENOTSUP,
-			     "base image '%s' is not available: pulling from registries is not supported "
-			     "yet; pass --build-context %s=oci-layout://DIR", s->base_name, s->base_name);
+			     "base image '%s' is not available: no registry to pull it from here; "
+			     "pass --build-context %s=oci-layout://DIR", s->base_name, s->base_name);
 }
 
 /* Parse one trigger of s's base and put it before s's own instructions. */

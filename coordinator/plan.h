@@ -49,6 +49,9 @@ struct plan_layer {
  * called NAME, as --build-context does in buildx. */
 struct plan_context {
 	char *name;
+	char *ref;                  /* "host/repo@sha256:..." when the layers come from a
+				     * registry (the worker pulls them); NULL when the
+				     * client sends them */
 	json_t *config;             /* owned image config */
 	struct plan_layer *layers;  /* bottom first */
 	size_t n_layers;
@@ -68,6 +71,11 @@ struct plan_input {
 	size_t n_contexts;
 	const struct plan_file *files;   /* sorted by path */
 	size_t n_files;
+	/* When set, an image the Dockerfile names (FROM, COPY --from) that is
+	 * neither a stage nor a context makes plan_build fail with
+	 * -KILN_ENOIMAGE and *ret_missing_image (caller frees) = its name, so
+	 * the caller can resolve it and plan again with it as a context. */
+	char **ret_missing_image;
 };
 
 struct plan_history {
@@ -112,6 +120,11 @@ struct plan {
 	struct platform build_platform;
 	char *target;               /* the target stage's name; NULL when it has none */
 };
+
+/* The name a context must have to stand for image reference name, as
+ * BuildKit matches named contexts ("docker.io/library/alpine:latest" ->
+ * "alpine"). Into buf; NULL when it does not fit. */
+char *plan_familiar_name(const char *name, char *buf, size_t size);
 
 /* Plan the build. On failure err reads "FILENAME:LINE: ..." when a line is
  * to blame. The caller owns *ret (plan_free). */

@@ -10,6 +10,7 @@ enum {
 	KILN_EBUILD,          /* a build step failed (its own error) */
 	KILN_EPARSE,          /* malformed Dockerfile or other user input */
 	KILN_EAUTH,           /* peer refused */
+	KILN_ENOIMAGE,        /* the frontend needs an image it was not given */
 };
 
 struct kiln_err {

@@ -41,7 +41,7 @@ op_pack(const struct op *op, msgpack_packer *pk)
 {
 	switch (op->kind) {
 	case OP_IMAGE:
-		msgpack_pack_map(pk, 4);
+		msgpack_pack_map(pk, 5);
 		break;
 	case OP_RUN:
 		msgpack_pack_map(pk, 8);
@@ -60,6 +60,7 @@ op_pack(const struct op *op, msgpack_packer *pk)
 	msgpack_pack_int(pk, op->kind == OP_IMAGE ? -1 : op->input);
 	switch (op->kind) {
 	case OP_IMAGE:
+		pack_kstr(pk, "ref", op->ref);
 		proto_pack_str(pk, "layers");
 		msgpack_pack_array(pk, op->n_layers);
 		for (size_t i = 0; i < op->n_layers; i++) {
@@ -239,6 +240,7 @@ unpack_body(const msgpack_object *o, struct op *op, struct kiln_err *err)
 		op->layers = calloc(a->via.array.size + 1, sizeof(*op->layers));
 		if (!op->layers)
 			return kiln_err_set(err, ENOMEM, "out of memory");
+		op->ref = proto_obj_get_strdup(o, "ref");
 		for (uint32_t i = 0; i < a->via.array.size; i++) {
 			const msgpack_object *l = &a->via.array.ptr[i];
 			struct op_layer *ol = &op->layers[i];
@@ -377,6 +379,7 @@ void
 op_release(struct op *op)
 {
 	free(op->name);
+	free(op->ref);
 	free(op->layers);
 	op_strv_free(op->args, op->n_args);
 	op_strv_free(op->env, op->n_env);

@@ -54,6 +54,8 @@ struct op {
 	char *name;                   /* shown in progress, never in a key */
 	int input;                    /* earlier op this applies on; -1 for OP_IMAGE */
 	/* OP_IMAGE */
+	char *ref;                    /* registry reference the layers come from; NULL:
+				       * the client sent them */
 	struct op_layer *layers;
 	size_t n_layers;
 	/* OP_RUN */

@@ -23,7 +23,9 @@
 #include "err.h"
 #include "job.h"
 #include "layer.h"
+#include "oci.h"
 #include "proto.h"
+#include "registry.h"
 #include "snapshot.h"
 #include "util.h"
 
@@ -82,6 +84,57 @@ layers_push(struct job *j, const struct op_layer *l)
 	n[j->n_layers++] = *l;
 	j->layers = n;
 	return 0;
+}
+
+/* Layers of a registry image that this node does not hold yet come from
+ * the registry, verified into the blob store. */
+static int
+pull_layers(struct job *j, size_t step, const struct op *op, job_emit_fn emit, void *ctx,
+	    struct kiln_err *err)
+{
+	struct oci_descriptor *descs = calloc(op->n_layers + 1, sizeof(*descs));
+	struct registry_ref ref;
+	uint64_t bytes = 0;
+	size_t n = 0;
+	int r;
+
+	if (!descs)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	for (size_t i = 0; i < op->n_layers; i++) {
+		if (cas_has(j->cas, &op->layers[i].digest))
+			continue;
+		snprintf(descs[n].media_type, sizeof(descs[n].media_type), "%s", OCI_MT_LAYER_GZ);
+		descs[n].digest = op->layers[i].digest;
+		descs[n].size = (int64_t) op->layers[i].size;
+		bytes += op->layers[i].size;
+		n++;
+	}
+	r = 0;
+	if (n) {
+		char line[REGISTRY_REF_STR_SIZE + 96], sz[32];
+		struct proto_writer w;
+
+		if (!j->reg) {
+			free(descs);
+			return kiln_err_set(err, ENOTSUP, "this node has no registry client to pull '%s'", op->ref);
+		}
+		snprintf(sz, sizeof(sz), "%.1f MB", (double) bytes / 1e6);
+		snprintf(line, sizeof(line), "pulling %zu layer%s (%s) from %s\n", n, n == 1 ? "" : "s", sz,
+			 op->ref);
+		proto_writer_init(&w, "step.log", 0);
+		proto_w_str(&w, "build", j->build);
+		proto_w_u64(&w, "step", step);
+		proto_w_bin(&w, "data", line, strlen(line));
+		emit(ctx, &w);
+		proto_writer_release(&w);
+		r = registry_ref_parse(op->ref, &ref, err);
+		if (r == 0)
+			r = registry_fetch_blobs(j->reg, &ref, descs, n, j->cas, err);
+		if (r < 0)
+			kiln_err_wrap(err, "pull '%s'", op->ref);
+	}
+	free(descs);
+	return r;
 }
 
 static int
@@ -788,7 +841,9 @@ job_execute(struct job *j, job_emit_fn emit, void *ctx, struct kiln_err *err)
 		if (r < 0)
 			return r;
 		if (op->kind == OP_IMAGE) {
-			r = run_image(j, op, err);
+			r = op->ref ? pull_layers(j, i, op, emit, ctx, err) : 0;
+			if (r == 0)
+				r = run_image(j, op, err);
 			if (r < 0)
 				return r;
 			if (snap_copy_into(&j->snaps[i], &(struct job_snap) { j->stack, j->n_stack, j->layers,

@@ -13,6 +13,7 @@
 struct kiln_err;
 struct cas;
 struct proto_writer;
+struct registry;
 
 /* Called with a finished message; the callee sends it and releases nothing. */
 typedef void (*job_emit_fn)(void *ctx, struct proto_writer *w);
@@ -23,6 +24,7 @@ struct job {
 	struct cas *cas;              /* borrowed */
 	int64_t epoch;                /* SOURCE_DATE_EPOCH or -1 */
 	char *cpuset;                 /* borrowed; NULL = no pinning */
+	struct registry *reg;         /* borrowed; pulls layers of OP_IMAGE with a ref */
 	struct op *ops;               /* owned */
 	size_t n_ops;
 	/* The snapshot being built: stack of layer dirs (top first) and the

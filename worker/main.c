@@ -28,8 +28,10 @@
 #include "job.h"
 #include "layer.h"
 #include "log.h"
+#include "oci.h"
 #include "platform.h"
 #include "proto.h"
+#include "registry.h"
 #include "util.h"
 #include "xfer.h"
 
@@ -46,7 +48,11 @@ struct wjob {
 	bool ran;                      /* job_execute finished successfully */
 	uint64_t ctx_files, ctx_bytes; /* context blobs received */
 	/* export request, read by the thread */
-	int export_kind;               /* 0 = none, 1 = oci, 2 = rootfs */
+	int export_kind;               /* 0 = none, 1 = oci, 2 = rootfs, 3 = push */
+	char **push_refs;              /* push: image references */
+	size_t n_push_refs;
+	char *mount_from;              /* push: where base layers can be mounted from */
+	char *manifest_type;
 	char *index_json;
 	size_t index_len;
 	struct digest *blobs;
@@ -67,6 +73,7 @@ struct worker {
 	char *state;
 	char *cpuset;
 	struct cas *cas;
+	struct registry *reg;
 	zsock_t *sock;
 	zsock_t *jobs_in;
 	struct platform native[MAX_PLATFORMS];
@@ -261,6 +268,7 @@ job_find(struct worker *w, const char *build, bool create)
 	j->job.cas = w->cas;
 	j->job.epoch = -1;
 	j->job.cpuset = w->cpuset;
+	j->job.reg = w->reg;
 	j->next = w->jobs;
 	w->jobs = j;
 	return j;
@@ -279,6 +287,9 @@ job_drop(struct worker *w, struct wjob *j)
 	job_release(&j->job);
 	free(j->index_json);
 	free(j->blobs);
+	op_strv_free(j->push_refs, j->n_push_refs);
+	free(j->mount_from);
+	free(j->manifest_type);
 	if (j->out_path) {
 		(void) unlink(j->out_path);
 		free(j->out_path);
@@ -293,6 +304,46 @@ static void
 thread_emit(void *ctx, struct proto_writer *pw)
 {
 	(void) proto_send(ctx, NULL, pw);
+}
+
+/* Push the image: every blob but the manifest (blobs[0]), then the
+ * manifest under each reference. Layers of a base image from the same
+ * registry are mounted rather than uploaded. */
+static int
+push_image(struct wjob *j, struct registry *reg, struct kiln_err *err)
+{
+	_cleanup_free_ char *manifest = NULL;
+	size_t len;
+	int r;
+
+	if (!reg)
+		return kiln_err_set(err, ENOTSUP, "this node has no registry client");
+	r = cas_get(j->job.cas, &j->blobs[0], OCI_JSON_MAX, &manifest, &len, err);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < j->n_push_refs; i++) {
+		struct registry_ref ref, base;
+		struct registry_push_opts po = { 0 };
+		char ds[DIGEST_STR_SIZE];
+
+		r = registry_ref_parse(j->push_refs[i], &ref, err);
+		if (r < 0)
+			return kiln_err_wrap(err, "push '%s'", j->push_refs[i]);
+		if (j->mount_from && registry_ref_parse(j->mount_from, &base, NULL) == 0 &&
+		    strcmp(base.domain, ref.domain) == 0 && strcmp(base.path, ref.path) != 0)
+			po.mount_from = base.path;
+		for (size_t k = 1; k < j->n_blobs; k++) {
+			r = registry_push_blob(reg, &ref, j->job.cas, &j->blobs[k], &po, NULL, err);
+			if (r < 0)
+				return kiln_err_wrap(err, "push blob %s to '%s'", digest_fmt(&j->blobs[k], ds),
+						     j->push_refs[i]);
+		}
+		r = registry_put_manifest(reg, &ref, j->manifest_type ? j->manifest_type : OCI_MT_MANIFEST,
+					  manifest, len, NULL, err);
+		if (r < 0)
+			return kiln_err_wrap(err, "push manifest to '%s'", j->push_refs[i]);
+	}
+	return 0;
 }
 
 static void *
@@ -316,6 +367,14 @@ job_thread(void *arg)
 		} else {
 			proto_w_u64(&pw, "ctx_files", j->ctx_files);
 			proto_w_u64(&pw, "ctx_bytes", j->ctx_bytes);
+		}
+	} else if (j->export_kind == 3) {
+		r = push_image(j, j->job.reg, &err);
+		proto_writer_init(&pw, r < 0 ? "job.error" : "job.exported", 0);
+		proto_w_str(&pw, "build", j->build);
+		if (r < 0) {
+			proto_w_u64(&pw, "code", (uint64_t) err.code);
+			proto_w_str(&pw, "msg", err.msg);
 		}
 	} else {
 		_cleanup_close_ int fd = open(j->out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -518,9 +577,23 @@ on_job_export(struct worker *w, struct proto_msg *m, const char *build, struct k
 		return kiln_err_set(err, ENOENT, "build %s has no finished job here", build);
 	if (j->running)
 		return kiln_err_set(err, EBUSY, "build %s is busy", build);
-	if (!kind || (strcmp(kind, "oci") != 0 && strcmp(kind, "rootfs") != 0))
+	if (!kind || (strcmp(kind, "oci") != 0 && strcmp(kind, "rootfs") != 0 && strcmp(kind, "push") != 0))
 		return kiln_err_set(err, KILN_EPROTO, "job.export: unknown kind");
-	j->export_kind = strcmp(kind, "oci") == 0 ? 1 : 2;
+	j->export_kind = strcmp(kind, "oci") == 0 ? 1 : strcmp(kind, "rootfs") == 0 ? 2 : 3;
+	if (j->export_kind == 3) {
+		const msgpack_object *refs = proto_msg_get(m, "refs");
+
+		if (!refs || refs->type != MSGPACK_OBJECT_ARRAY || refs->via.array.size == 0)
+			return kiln_err_set(err, KILN_EPROTO, "job.export push without refs");
+		for (uint32_t i = 0; i < refs->via.array.size; i++) {
+			_cleanup_free_ char *s = proto_obj_strdup(&refs->via.array.ptr[i]);
+
+			if (!s || op_add_arg(&j->push_refs, &j->n_push_refs, s) < 0)
+				return kiln_err_set(err, KILN_EPROTO, "job.export: bad ref");
+		}
+		j->mount_from = proto_msg_strdup(m, "mount_from");
+		j->manifest_type = proto_msg_strdup(m, "manifest_media_type");
+	}
 	/* Small blobs the coordinator made (config, manifest) arrive inline. */
 	if (blobs && blobs->type == MSGPACK_OBJECT_ARRAY) {
 		for (uint32_t i = 0; i < blobs->via.array.size; i++) {
@@ -533,7 +606,7 @@ on_job_export(struct worker *w, struct proto_msg *m, const char *build, struct k
 				return r;
 		}
 	}
-	if (j->export_kind == 1) {
+	if (j->export_kind != 2) {
 		const msgpack_object *ds = proto_msg_get(m, "blobs");
 
 		if (proto_msg_strn(m, "index", &ix, &ix_len) < 0 || !ds || ds->type != MSGPACK_OBJECT_ARRAY)
@@ -694,7 +767,7 @@ handle_job_output(struct worker *w)
 	build = proto_msg_strdup(m, "build");
 	j = build ? job_find(w, build, false) : NULL;
 	if (j && (strcmp(t, "job.done") == 0 || strcmp(t, "job.error") == 0 ||
-		  strcmp(t, "out.ready") == 0)) {
+		  strcmp(t, "out.ready") == 0 || strcmp(t, "job.exported") == 0)) {
 		pthread_join(j->thread, NULL);
 		j->running = false;
 		if (strcmp(t, "job.done") == 0)
@@ -722,7 +795,7 @@ handle_job_output(struct worker *w)
 		proto_msg_free(m);
 		return;
 	}
-	if (j && strcmp(t, "job.error") == 0)
+	if (j && (strcmp(t, "job.error") == 0 || strcmp(t, "job.exported") == 0))
 		job_drop(w, j);
 	(void) zmsg_send(&msg, w->sock);
 	proto_msg_free(m);
@@ -800,6 +873,12 @@ main(int argc, char **argv)
 	r = cas_open(cas_dir, &w.cas, &err);
 	if (r < 0)
 		return log_error_err(&err, "open blob store"), 1;
+	{
+		struct registry_opts ro = { 0 };
+
+		if (registry_new(&ro, &w.reg, &err) < 0)
+			log_error_err(&err, "registry client, pulling images is off");
+	}
 	if (pidfile && kiln_write_pidfile(pidfile) < 0) {
 		log_error("cannot write pidfile '%s'", pidfile);
 		return 1;
@@ -890,6 +969,7 @@ main(int argc, char **argv)
 		rx_drop(&w, w.rxs);
 	zsock_destroy(&w.jobs_in);
 	zsock_destroy(&w.sock);
+	registry_free(w.reg);
 	cas_free(w.cas);
 	if (pidfile)
 		(void) unlink(pidfile);
