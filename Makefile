@@ -19,11 +19,13 @@ SHARED_OBJ = shared/err.o shared/log.o shared/util.o shared/digest.o shared/cas.
              shared/registry.o shared/registry-http.o shared/registry-ref.o
 FRONT_OBJ  = coordinator/dockerfile.o coordinator/shell.o coordinator/plan.o \
              coordinator/plan-copy.o coordinator/plan-instr.o coordinator/plan-result.o \
-             coordinator/plan-dump.o coordinator/instructions.o
+             coordinator/plan-dump.o coordinator/instructions.o \
+             coordinator/outline.o coordinator/outline-source.o coordinator/outline-json.o
 COORD_OBJ  = coordinator/main.o coordinator/nodes.o coordinator/build.o $(FRONT_OBJ)
 WORKER_OBJ = worker/main.o worker/job.o worker/snapshot.o worker/export.o
 RUN_OBJ    = worker/kiln-run.o
 CLI_OBJ    = cli/main.o cli/config.o cli/builder.o cli/build.o cli/context.o cli/conn.o cli/progress.o \
+             cli/debug.o coordinator/dockerfile.o coordinator/shell.o \
              drivers/driver.o drivers/local.o drivers/remote.o
 
 BINS = bin/kiln bin/kiln-coordinator bin/kiln-worker bin/kiln-run
@@ -32,7 +34,8 @@ UNIT_TESTS = tests/unit/digest_test tests/unit/cas_test tests/unit/platform_test
              tests/unit/proto_test tests/unit/xfer_test tests/unit/oci_test \
              tests/unit/layer_test tests/unit/dockerfile_test tests/unit/shell_test \
              tests/unit/plan_test tests/unit/op_test tests/unit/ignore_test tests/unit/config_test tests/unit/conn_test \
-             tests/unit/registry_test
+             tests/unit/registry_test tests/unit/outline_test tests/unit/context_test \
+             tests/unit/debug_test
 CONFORMANCE = tests/conformance/corpus_test tests/conformance/golden_test
 FUZZ_REPLAY = tests/fuzz/fuzz_proto tests/fuzz/fuzz_dockerfile
 
@@ -69,6 +72,11 @@ tests/unit/%_test: tests/unit/%_test.o $(SHARED_OBJ) $(FRONT_OBJ)
 tests/unit/config_test: tests/unit/config_test.o cli/config.o $(SHARED_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 tests/unit/conn_test: tests/unit/conn_test.o cli/conn.o $(SHARED_OBJ)
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
+tests/unit/context_test: tests/unit/context_test.o cli/context.o $(SHARED_OBJ)
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
+tests/unit/debug_test: tests/unit/debug_test.o cli/debug.o coordinator/dockerfile.o coordinator/shell.o \
+                       $(SHARED_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 tests/conformance/corpus_test: tests/conformance/corpus_test.o $(SHARED_OBJ) $(FRONT_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)

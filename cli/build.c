@@ -18,6 +18,7 @@
 #include "config.h"
 #include "conn.h"
 #include "context.h"
+#include "debug.h"
 #include "digest.h"
 #include "driver.h"
 #include "err.h"
@@ -58,6 +59,9 @@ struct opts {
 	const char *metadata;
 	const char *path;
 	bool push;
+	bool graph;                    /* kiln debug graph */
+	char call[16];                 /* --call: "" (build), outline, targets, graph */
+	char call_format[8];           /* "" or json */
 };
 
 struct output {
@@ -112,6 +116,10 @@ usage(FILE *f)
 		"      --build-arg K=V          set a build-time variable\n"
 		"      --build-context NAME=oci-layout://DIR[:TAG|@DIGEST]\n"
 		"                               an image from an OCI layout, used by FROM NAME\n"
+		"      --call METHOD[,format=json]\n"
+		"                               instead of building, print: outline (the build args,\n"
+		"                               secrets and ssh mounts the target uses) or targets\n"
+		"                               (the stages); build (the default) builds\n"
 		"  -f, --file FILE              name of the Dockerfile (default: PATH/Dockerfile)\n"
 		"      --metadata-file FILE     write build result metadata (digests, counters) as JSON\n"
 		"  -o, --output SPEC            type=oci,dest=FILE | type=tar,dest=FILE | type=local,dest=DIR\n"
@@ -119,13 +127,77 @@ usage(FILE *f)
 		"                               (a bare DIR means type=local,dest=DIR)\n"
 		"      --push                   push the image to the registry of each -t NAME\n"
 		"      --platform P             target platform (default: this machine's)\n"
+		"      --print METHOD           same as --call\n"
 		"      --progress MODE          auto, plain, tty or quiet (default: auto)\n"
 		"  -t, --tag NAME               name (and tag) recorded in the OCI index\n"
 		"      --target STAGE           build this stage\n"
 		"      --builder NAME           use this builder instead of the current one\n"
 		"  -h, --help                   show this help\n"
 		"\n"
-		"SOURCE_DATE_EPOCH, when set, fixes every timestamp so builds are reproducible.\n");
+		"SOURCE_DATE_EPOCH, when set, fixes every timestamp so builds are reproducible.\n"
+		"PATH/.dockerignore, or FILE.dockerignore next to the Dockerfile FILE, leaves files\n"
+		"out of the build context.\n");
+}
+
+static void
+graph_usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: kiln debug graph [OPTIONS] PATH\n"
+		"\n"
+		"Print, as JSON, the build graph that `kiln build [OPTIONS] PATH` would run:\n"
+		"the builder's frontend plans the build and nothing runs.\n"
+		"\n"
+		"Options:\n"
+		"      --build-arg K=V          set a build-time variable\n"
+		"      --build-context NAME=oci-layout://DIR[:TAG|@DIGEST]\n"
+		"                               an image from an OCI layout, used by FROM NAME\n"
+		"  -f, --file FILE              name of the Dockerfile (default: PATH/Dockerfile)\n"
+		"      --platform P             target platform (default: this machine's)\n"
+		"      --progress MODE          auto, plain, tty or quiet (default: auto)\n"
+		"      --target STAGE           plan this stage\n"
+		"      --builder NAME           use this builder instead of the current one\n"
+		"  -h, --help                   show this help\n"
+		"\n"
+		"The other flags of kiln build (-o, -t, --metadata-file) are accepted and ignored.\n");
+}
+
+/* --call/--print as buildx reads it: comma-separated, one method name and
+ * optionally format=json; "build" is a normal build. */
+static int
+parse_call(const char *spec, struct opts *o, struct kiln_err *err)
+{
+	_cleanup_free_ char *s = strdup(spec);
+	char *save = NULL;
+	const char *name = NULL;
+
+	if (!s)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	for (char *f = strtok_r(s, ",", &save); f; f = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(f, '=');
+
+		if (eq) {
+			*eq = '\0';
+			if (strcmp(f, "format") != 0)
+				return kiln_err_set(err, EINVAL, "invalid --call field '%s=%s'", f, eq + 1);
+			if (strcmp(eq + 1, "json") != 0)
+				return kiln_err_set(err, EINVAL, "unsupported --call format '%s' (json)", eq + 1);
+			snprintf(o->call_format, sizeof(o->call_format), "json");
+		} else {
+			if (name)
+				return kiln_err_set(err, EINVAL, "invalid --call value '%s'", spec);
+			name = f;
+		}
+	}
+	if (!name || strcmp(name, "build") == 0) {
+		o->call[0] = '\0';
+		return 0;
+	}
+	if (strcmp(name, "outline") != 0 && strcmp(name, "targets") != 0)
+		return kiln_err_set(err, ENOTSUP, "--call '%s' is not supported (build, outline, targets)",
+				    name);
+	snprintf(o->call, sizeof(o->call), "%s", name);
+	return 0;
 }
 
 static int
@@ -291,6 +363,8 @@ send_start(struct session *s, const struct opts *o, const char *dockerfile, size
 				proto_pack_str(pk, o->tags[i]);
 		}
 	}
+	if (o->call[0])
+		proto_w_str(&w, "call", o->call);
 	proto_w_i64(&w, "epoch", kiln_source_date_epoch());
 	pk = proto_w_key(&w, "build_args");
 	msgpack_pack_array(pk, o->n_args);
@@ -652,6 +726,25 @@ on_output_data(struct session *s, const struct proto_msg *m, struct kiln_err *er
 	return 0;
 }
 
+/* The answer to --call or kiln debug graph: printed on stdout. */
+static int
+on_call(struct session *s, const struct opts *o, const struct proto_msg *m, struct kiln_err *err)
+{
+	_cleanup_free_ char *call = proto_msg_strdup(m, "call");
+	const char *data;
+	size_t len;
+
+	if (!call || strcmp(call, o->call) != 0 || proto_msg_strn(m, "data", &data, &len) < 0)
+		return kiln_err_set(err, KILN_EPROTO, "malformed build.call answer");
+	if (s->v_ctx && !s->synced)
+		progress_done(s->pr, s->v_ctx, NULL);
+	if (debug_render_call(stdout, call, o->call_format, data, len, err) < 0)
+		return -err->code;
+	if (fflush(stdout) != 0)
+		return kiln_err_errno(err, errno, "write the %s", call);
+	return 0;
+}
+
 static void
 print_failure(struct session *s, const char *msg)
 {
@@ -755,6 +848,9 @@ run_session(struct session *s, const struct opts *o, struct kiln_err *err)
 			kiln_err_set(err, (int) code, "%s", msg ? msg : "build failed");
 			proto_msg_free(m);
 			return -KILN_EBUILD;
+		} else if (strcmp(t, "build.call") == 0) {
+			r = on_call(s, o, m, err);
+			s->finished = r == 0;
 		} else if (strcmp(t, "build.done") == 0) {
 			char ds[32];
 
@@ -840,6 +936,8 @@ parse_opts(int argc, char **argv, struct opts *o, struct kiln_err *err)
 		{ "progress", required_argument, NULL, 'P' },
 		{ "metadata-file", required_argument, NULL, 'm' },
 		{ "push", no_argument, NULL, 'U' },
+		{ "call", required_argument, NULL, 'C' },
+		{ "print", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -861,8 +959,20 @@ parse_opts(int argc, char **argv, struct opts *o, struct kiln_err *err)
 		case 'P': o->progress = optarg; break;
 		case 'm': o->metadata = optarg; break;
 		case 'U': o->push = true; break;
-		case 'h': usage(stdout); return 1;
-		default: usage(stderr); return kiln_err_set(err, EINVAL, "invalid arguments");
+		case 'C':
+		case 'R':
+			if (o->graph) {
+				graph_usage(stderr);
+				return kiln_err_set(err, EINVAL, "kiln debug graph has no --%s",
+						    c == 'C' ? "call" : "print");
+			}
+			if (parse_call(optarg, o, err) < 0)
+				return -EINVAL;
+			break;
+		case 'h': o->graph ? graph_usage(stdout) : usage(stdout); return 1;
+		default:
+			o->graph ? graph_usage(stderr) : usage(stderr);
+			return kiln_err_set(err, EINVAL, "invalid arguments");
 		}
 		if (list) {
 			if (*n == MAX_LIST)
@@ -871,17 +981,18 @@ parse_opts(int argc, char **argv, struct opts *o, struct kiln_err *err)
 		}
 	}
 	if (optind != argc - 1) {
-		usage(stderr);
-		return kiln_err_set(err, EINVAL, "\"kiln build\" requires exactly 1 argument (the context PATH)");
+		o->graph ? graph_usage(stderr) : usage(stderr);
+		return kiln_err_set(err, EINVAL, "\"kiln %s\" requires exactly 1 argument (the context PATH)",
+				    o->graph ? "debug graph" : "build");
 	}
 	o->path = argv[optind];
 	return 0;
 }
 
-int
-build_main(int argc, char **argv, struct builder *b)
+static int
+run(int argc, char **argv, struct builder *b, bool graph)
 {
-	struct opts o = { 0 };
+	struct opts o = { .graph = graph };
 	struct session s = { 0 };
 	struct kiln_err err = { 0 };
 	struct platform plat;
@@ -904,12 +1015,16 @@ build_main(int argc, char **argv, struct builder *b)
 		}
 		o.output = "type=image,push=true";
 	}
-	if (!o.output) {
+	if (graph)
+		snprintf(o.call, sizeof(o.call), "graph");
+	if (o.call[0]) {
+		/* nothing is built, so there is no output */
+	} else if (!o.output) {
 		fprintf(stderr, "WARNING: no output specified; the result stays on the builder's node "
 			"(use -o type=oci,dest=FILE, type=tar,dest=FILE or type=local,dest=DIR)\n");
 		o.output = "type=oci,dest=/dev/null";
 	}
-	if (parse_output(o.output, &s.out, &err) < 0)
+	if (!o.call[0] && parse_output(o.output, &s.out, &err) < 0)
 		goto fail;
 	if (o.platform) {
 		if (strchr(o.platform, ','))  {
@@ -952,15 +1067,27 @@ build_main(int argc, char **argv, struct builder *b)
 		kiln_err_set(&err, ENOMEM, "out of memory");
 		goto fail;
 	}
-	for (size_t i = 0; i < o.n_contexts; i++) {
+	/* outline and targets read the Dockerfile alone */
+	for (size_t i = 0; i < o.n_contexts && (!o.call[0] || graph); i++) {
 		s.n_nctx++;
 		if (load_named_context(o.contexts[i], &plat, &s.nctx[i], &err) < 0)
 			goto fail;
 	}
-	s.v_ctx = progress_start(s.pr, "[internal] load build context");
-	if (context_scan(o.path, &s.ctx, &err) < 0) {
-		progress_done(s.pr, s.v_ctx, err.msg);
-		goto fail;
+	if (!o.call[0] || graph) {
+		r = context_scan(o.path, o.file, &s.ctx, &err);
+		if (r == 0 && s.ctx.ignore_path) {
+			char a[32];
+
+			v = progress_start(s.pr, "[internal] load .dockerignore");
+			progress_status(s.pr, v, "transferring context: %s done",
+					progress_size(s.ctx.ignore_size, a));
+			progress_done(s.pr, v, NULL);
+		}
+		s.v_ctx = progress_start(s.pr, "[internal] load build context");
+		if (r < 0) {
+			progress_done(s.pr, s.v_ctx, err.msg);
+			goto fail;
+		}
 	}
 	if (driver_connect(b, true, &s.conn, &err) < 0)
 		goto fail;
@@ -980,4 +1107,16 @@ fail:
 	fprintf(stderr, "ERROR: %s\n", err.msg);
 	session_release(&s);
 	return 1;
+}
+
+int
+build_main(int argc, char **argv, struct builder *b)
+{
+	return run(argc, argv, b, false);
+}
+
+int
+build_graph_main(int argc, char **argv, struct builder *b)
+{
+	return run(argc, argv, b, true);
 }

@@ -20,6 +20,7 @@
 #include "build.h"
 #include "builder.h"
 #include "config.h"
+#include "debug.h"
 
 #ifndef KILN_VERSION
 #define KILN_VERSION "0.1.0-dev"
@@ -33,6 +34,7 @@ static const char usage[] =
 	"Commands:\n"
 	"  build       Start a build\n"
 	"  builder     Manage builder instances (create, inspect, ls, rm, stop, use)\n"
+	"  debug       Look at how kiln reads a build (ast, graph)\n"
 	"  version     Show the kiln version\n"
 	"\n"
 	"Builder commands, as in buildx:\n"
@@ -102,8 +104,10 @@ wants_help(int argc, char **argv)
 	return false;
 }
 
+/* Run a command that talks to a builder: resolve it first. */
 static int
-run_build(int argc, char **argv, const char *flag)
+run_build(int argc, char **argv, const char *flag,
+	  int (*cmd)(int argc, char **argv, struct builder *b))
 {
 	struct builder *b = NULL;
 	struct kiln_err err = { 0 };
@@ -119,7 +123,7 @@ run_build(int argc, char **argv, const char *flag)
 		fprintf(stderr, "ERROR: %s\n", err.msg);
 		return 1;
 	}
-	r = build_main(argc, argv, b);
+	r = cmd(argc, argv, b);
 	builder_free(b);
 	return r;
 }
@@ -182,7 +186,12 @@ main(int argc, char **argv)
 	}
 
 	if (strcmp(sub[1], "build") == 0) {
-		rc = run_build(n, sub + 1, flag);
+		rc = run_build(n, sub + 1, flag, build_main);
+	} else if (strcmp(sub[1], "debug") == 0) {
+		if (n >= 2 && strcmp(sub[2], "graph") == 0)
+			rc = run_build(n - 1, sub + 2, flag, build_graph_main);
+		else
+			rc = debug_main(n, sub + 1);
 	} else if (strcmp(sub[1], "builder") == 0) {
 		rc = builder_main(n, sub + 1, flag);
 	} else if (is_builder_alias(sub[1])) {

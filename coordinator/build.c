@@ -10,10 +10,12 @@
 #include "build.h"
 #include "cleanup.h"
 #include "digest.h"
+#include "dockerfile.h"
 #include "err.h"
 #include "log.h"
 #include "nodes.h"
 #include "oci.h"
+#include "outline.h"
 #include "plan.h"
 #include "proto.h"
 #include "registry.h"
@@ -437,6 +439,67 @@ start_plan(struct build *b, const struct proto_msg *m, struct kiln_err *err)
 	return r;
 }
 
+/* `kiln build --call outline|targets` and `kiln debug graph`: answered by
+ * the frontend alone; nothing runs and no node is involved. */
+static void
+answer_call(struct builds *bs, struct build *b, const struct proto_msg *m, const char *call)
+{
+	struct kiln_err err = { 0 };
+	struct proto_writer w;
+	_cleanup_free_ char *json = NULL;
+	int r;
+
+	if (strcmp(call, "graph") == 0) {
+		r = start_plan(b, m, &err);
+		if (r == 0) {
+			json = plan_dump_json(b->plan);
+			r = json ? 0 : kiln_err_set(&err, ENOMEM, "out of memory");
+		}
+	} else if (strcmp(call, "outline") == 0 || strcmp(call, "targets") == 0) {
+		_cleanup_free_ char *filename = proto_msg_strdup(m, "filename");
+		_cleanup_free_ char *target = proto_msg_strdup(m, "target");
+		_cleanup_free_ char *platform = proto_msg_strdup(m, "platform");
+		struct outline_input in = { 0 };
+		struct df_ast *ast = NULL;
+		struct platform p;
+		char **args = NULL;
+		size_t n_args = 0;
+
+		r = proto_msg_strn(m, "dockerfile", &in.dockerfile, &in.dockerfile_len);
+		if (r < 0 || in.dockerfile_len > DOCKERFILE_MAX)
+			r = kiln_err_set(&err, KILN_EPROTO, "build.start without a Dockerfile (or over 4 MiB)");
+		in.filename = filename ? filename : "Dockerfile";
+		if (r == 0)
+			r = df_parse(in.dockerfile, in.dockerfile_len, in.filename, &ast, &err);
+		if (r == 0)
+			r = read_strv(m, "build_args", &args, &n_args, &err);
+		if (r == 0) {
+			in.ast = ast;
+			in.target = target && *target ? target : NULL;
+			in.build_args = args;
+			in.n_build_args = n_args;
+			in.platform = platform && platform_parse(platform, &p) == 0 ? &p : NULL;
+			r = strcmp(call, "targets") == 0 ? outline_targets_json(&in, &json, &err) :
+							   outline_json(&in, &json, &err);
+		}
+		df_ast_free(ast);
+		op_strv_free(args, n_args);
+	} else {
+		r = kiln_err_set(&err, EINVAL, "unknown --call '%s' (build, outline, targets)", call);
+	}
+	if (r < 0) {
+		build_fail(bs, b, &err);
+		return;
+	}
+	proto_writer_init(&w, "build.call", proto_msg_id(m));
+	proto_w_str(&w, "build", b->id);
+	proto_w_str(&w, "call", call);
+	proto_w_str(&w, "data", json);
+	(void) peer_send(&b->client, &w);
+	proto_writer_release(&w);
+	build_remove(bs, b);
+}
+
 static void
 on_build_start(struct builds *bs, const struct peer *from, const struct proto_msg *m)
 {
@@ -480,6 +543,14 @@ on_build_start(struct builds *bs, const struct peer *from, const struct proto_ms
 	b->start_ms = kiln_now_ms();
 	b->next = bs->head;
 	bs->head = b;
+	{
+		_cleanup_free_ char *call = proto_msg_strdup(m, "call");
+
+		if (call && *call && strcmp(call, "build") != 0) {
+			answer_call(bs, b, m, call);
+			return;
+		}
+	}
 
 	{
 		struct platform p;
