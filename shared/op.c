@@ -365,8 +365,10 @@ op_unpack(const msgpack_object *o, struct op *ret, struct kiln_err *err)
 		int64_t in = -1;
 
 		if (proto_obj_get_i64(o, "input", &in) < 0 || in < -1 || in > INT32_MAX ||
-		    (ret->kind != OP_IMAGE && in < 0))
+		    (ret->kind != OP_IMAGE && in < 0)) {
+			op_release(ret);
 			return kiln_err_set(err, KILN_EPROTO, "op without a valid input");
+		}
 		ret->input = (int) in;
 	}
 	r = unpack_body(o, ret, err);

@@ -23,7 +23,7 @@ check "the allowed worker registers" wait_for 10 listed
 sleep 1.5
 "$KILN" builder inspect farm > "$T/inspect.out" 2>&1
 check "the worker with an unknown key is not registered" sh -c "! grep -q rogue-node '$T/inspect.out'"
-check "the refused worker says why in its log" grep -q "refused this node's key" "$T/bad.log"
+check "the refused worker says why in its log" wait_for 10 grep -q "refused this node's key" "$T/bad.log"
 
 "$KILN" builder create --name rogue --driver remote --driver-opt cacert="$K/server.cert" \
 	--driver-opt key="$T/rogue-client.cert" "$EP" >/dev/null
