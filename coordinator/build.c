@@ -34,10 +34,13 @@ struct build {
 	bool emulated;
 	struct plan *plan;
 	enum build_state state;
-	char kind[8];                 /* "oci" or "rootfs" */
+	char kind[8];                 /* "oci", "docker", "rootfs" or "push" */
 	char *tag;                    /* first -t, for the index annotation */
 	char **push;                  /* image references to push to */
 	size_t n_push;
+	char **names;                 /* docker: the archive's RepoTags */
+	size_t n_names;
+	bool oci_mt;                  /* OCI media types (else Docker's) */
 	int64_t epoch;
 	struct op_layer *layers;      /* per op */
 	bool *has_layer;
@@ -77,6 +80,7 @@ build_free(struct build *b)
 	plan_free(b->plan);
 	free(b->tag);
 	op_strv_free(b->push, b->n_push);
+	op_strv_free(b->names, b->n_names);
 	free(b->layers);
 	free(b->has_layer);
 	free(b);
@@ -529,9 +533,15 @@ on_build_start(struct builds *bs, const struct peer *from, const struct proto_ms
 	snprintf(b->id, sizeof(b->id), "%s", id);
 	b->builds = bs;
 	snprintf(b->kind, sizeof(b->kind), "%s",
-		 kind && (strcmp(kind, "rootfs") == 0 || strcmp(kind, "push") == 0) ? kind : "oci");
+		 kind && (strcmp(kind, "rootfs") == 0 || strcmp(kind, "push") == 0 ||
+			  strcmp(kind, "docker") == 0) ? kind : "oci");
+	/* As buildx: type=docker defaults to Docker media types, the others
+	 * to OCI ones; oci-mediatypes= overrides. */
+	b->oci_mt = strcmp(b->kind, "docker") != 0;
+	(void) proto_msg_bool(m, "oci_mediatypes", &b->oci_mt);
 	b->tag = proto_msg_strdup(m, "tag");
-	if (read_strv(m, "push", &b->push, &b->n_push, &err) < 0 ||
+	if (read_strv(m, "names", &b->names, &b->n_names, &err) < 0 ||
+	    read_strv(m, "push", &b->push, &b->n_push, &err) < 0 ||
 	    (strcmp(b->kind, "push") == 0 && b->n_push == 0)) {
 		if (!err.code)
 			kiln_err_set(&err, EINVAL, "push needs an image name (-t NAME or -o type=image,name=NAME)");
@@ -676,6 +686,21 @@ read_layer(const struct proto_msg *m, struct op_layer *ret)
 	return 1;
 }
 
+/* A base layer's media type under the manifest's media type family: the
+ * gzip and plain tar types map one to one between OCI and Docker; others
+ * (zstd, foreign layers) stay as they are. */
+static const char *
+layer_media_type(const char *mt, bool oci)
+{
+	static const char docker_tar[] = "application/vnd.docker.image.rootfs.diff.tar";
+
+	if (strcmp(mt, OCI_MT_LAYER_GZ) == 0 || strcmp(mt, DOCKER_MT_LAYER_GZ) == 0)
+		return oci ? OCI_MT_LAYER_GZ : DOCKER_MT_LAYER_GZ;
+	if (strcmp(mt, OCI_MT_LAYER_TAR) == 0 || strcmp(mt, docker_tar) == 0)
+		return oci ? OCI_MT_LAYER_TAR : docker_tar;
+	return mt;
+}
+
 /* Config, manifest and index for the finished build; sends job.export. */
 static int
 export_build(struct build *b, struct kiln_err *err)
@@ -703,8 +728,9 @@ export_build(struct build *b, struct kiln_err *err)
 	if (r < 0)
 		return r;
 
-	snprintf(man.media_type, sizeof(man.media_type), "%s", OCI_MT_MANIFEST);
-	snprintf(man.config.media_type, sizeof(man.config.media_type), "%s", OCI_MT_CONFIG);
+	snprintf(man.media_type, sizeof(man.media_type), "%s", b->oci_mt ? OCI_MT_MANIFEST : DOCKER_MT_MANIFEST);
+	snprintf(man.config.media_type, sizeof(man.config.media_type), "%s",
+		 b->oci_mt ? OCI_MT_CONFIG : DOCKER_MT_CONFIG);
 	digest_buf(config, config_len, &man.config.digest);
 	man.config.size = (int64_t) config_len;
 	man.layers = calloc(b->plan->n_base + b->plan->n_ops + 1, sizeof(*man.layers));
@@ -713,7 +739,8 @@ export_build(struct build *b, struct kiln_err *err)
 	for (size_t i = 0; i < b->plan->n_base; i++) {
 		struct oci_descriptor *d = &man.layers[n_layers++];
 
-		snprintf(d->media_type, sizeof(d->media_type), "%s", b->plan->base[i].media_type);
+		snprintf(d->media_type, sizeof(d->media_type), "%s",
+			 layer_media_type(b->plan->base[i].media_type, b->oci_mt));
 		d->digest = b->plan->base[i].l.digest;
 		d->size = (int64_t) b->plan->base[i].l.size;
 	}
@@ -737,7 +764,8 @@ export_build(struct build *b, struct kiln_err *err)
 			if (!in_chain[i] || !b->has_layer[i])
 				continue;
 			d = &man.layers[n_layers++];
-			snprintf(d->media_type, sizeof(d->media_type), "%s", OCI_MT_LAYER_GZ);
+			snprintf(d->media_type, sizeof(d->media_type), "%s",
+				 b->oci_mt ? OCI_MT_LAYER_GZ : DOCKER_MT_LAYER_GZ);
 			d->digest = b->layers[i].digest;
 			d->size = (int64_t) b->layers[i].size;
 		}
@@ -750,7 +778,7 @@ export_build(struct build *b, struct kiln_err *err)
 		return kiln_err_set(err, ENOMEM, "out of memory");
 	}
 
-	snprintf(md.media_type, sizeof(md.media_type), "%s", OCI_MT_MANIFEST);
+	snprintf(md.media_type, sizeof(md.media_type), "%s", man.media_type);
 	digest_buf(manifest, man_len, &md.digest);
 	md.size = (int64_t) man_len;
 	md.annotations = json_object();
@@ -794,8 +822,21 @@ export_build(struct build *b, struct kiln_err *err)
 		msgpack_pack_array(pk, b->n_push);
 		for (size_t i = 0; i < b->n_push; i++)
 			proto_pack_str(pk, b->push[i]);
-		proto_w_str(&w, "manifest_media_type", OCI_MT_MANIFEST);
+		proto_w_str(&w, "manifest_media_type", man.media_type);
 		proto_w_str(&w, "mount_from", base->kind == OP_IMAGE ? base->ref : NULL);
+	} else if (strcmp(b->kind, "docker") == 0) {
+		/* RepoTags: name= (or -t) with ":latest" added when untagged,
+		 * as docker load expects. */
+		pk = proto_w_key(&w, "refs");
+		msgpack_pack_array(pk, b->n_names);
+		for (size_t i = 0; i < b->n_names; i++) {
+			const char *n = b->names[i];
+			const char *slash = strrchr(n, '/');
+			bool tagged = strchr(slash ? slash : n, ':') || strchr(n, '@');
+			_cleanup_free_ char *t = tagged ? strdup(n) : kiln_strdupf("%s:latest", n);
+
+			proto_pack_str(pk, t ? t : n);
+		}
 	}
 	pk = proto_w_key(&w, "blobs");
 	msgpack_pack_array(pk, 2 + n_layers);

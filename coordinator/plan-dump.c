@@ -158,10 +158,11 @@ plan_dump_json(const struct plan *p)
 		const struct plan_stage *st = &p->stages[i];
 
 		json_array_append_new(stages,
-				      json_pack("{s:I, s:o, s:s, s:o, s:o, s:o, s:I}", "index",
+				      json_pack("{s:I, s:o, s:s, s:o, s:o, s:o, s:o, s:I}", "index",
 						(json_int_t) st->index, "name", str_or_null(st->name), "base",
 						st->base ? st->base : "", "platform", platform_json(&st->platform),
-						"deps", ints(st->deps, st->n_deps), "ops",
+						"deps", ints(st->deps, st->n_deps), "independent_of",
+						ints(st->independent, st->n_independent), "ops",
 						ints(st->ops, st->n_ops), "result", (json_int_t) st->result));
 	}
 	for (size_t i = 0; i < p->n_ops; i++)

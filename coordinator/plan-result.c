@@ -205,6 +205,32 @@ plan_finish(struct ctx *c, struct stage *t)
 			    plan_int_append(&ps->ops, &ps->n_ops, map[s->own_ops[k]]) < 0)
 				return plan_nomem(c);
 	}
+	/* Independence: no path between two stages in either direction. */
+	{
+		size_t n = p->n_stages;
+		bool *reach = calloc(n * n + 1, sizeof(bool));
+
+		if (!reach)
+			return plan_nomem(c);
+		for (size_t a = 0; a < n; a++)
+			for (size_t k = 0; k < p->stages[a].n_deps; k++)
+				for (size_t b = 0; b < n; b++)
+					if (p->stages[b].index == p->stages[a].deps[k])
+						reach[a * n + b] = true;
+		for (size_t m = 0; m < n; m++)          /* transitive closure */
+			for (size_t a = 0; a < n; a++)
+				for (size_t b = 0; reach[a * n + m] && b < n; b++)
+					reach[a * n + b] = reach[a * n + b] || reach[m * n + b];
+		for (size_t a = 0; a < n; a++)
+			for (size_t b = 0; b < n; b++)
+				if (a != b && !reach[a * n + b] && !reach[b * n + a] &&
+				    plan_int_append(&p->stages[a].independent, &p->stages[a].n_independent,
+						    p->stages[b].index) < 0) {
+					free(reach);
+					return plan_nomem(c);
+				}
+		free(reach);
+	}
 	if (t->name && !(p->target = strdup(t->name)))
 		return plan_nomem(c);
 	return 0;
@@ -234,6 +260,7 @@ plan_free(struct plan *p)
 		free(p->stages[i].name);
 		free(p->stages[i].base);
 		free(p->stages[i].deps);
+		free(p->stages[i].independent);
 		free(p->stages[i].ops);
 	}
 	free(p->stages);

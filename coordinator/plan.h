@@ -91,6 +91,10 @@ struct plan_stage {
 	struct platform platform;   /* what the stage runs as (FROM --platform) */
 	int *deps;                  /* stage indexes it reads (base, COPY --from), sorted */
 	size_t n_deps;
+	/* Stages with no path to or from this one: the scheduler may run
+	 * them at the same time as this one. Sorted stage indexes. */
+	int *independent;
+	size_t n_independent;
 	int *ops;                   /* ops it planned, in order */
 	size_t n_ops;
 	int result;                 /* op holding the stage's filesystem */
