@@ -53,43 +53,6 @@ static const struct instr_flag_def copy_defs[] = {
 	[F_UNPACK] = { "unpack", INSTR_FLAG_BOOL, "false" },
 };
 
-/* Clean an absolute path: collapse "//", drop ".", resolve ".." without
- * going above "/". */
-static char *
-clean_path(const char *joined)
-{
-	char *out = calloc(1, strlen(joined) + 2), *w;
-	const char *r;
-
-	if (!out)
-		return NULL;
-	w = out;
-	for (r = joined; *r;) {
-		size_t len;
-
-		while (*r == '/')
-			r++;
-		len = strcspn(r, "/");
-		if (len == 0)
-			break;
-		if (len == 1 && r[0] == '.') {
-			/* nothing */
-		} else if (len == 2 && r[0] == '.' && r[1] == '.') {
-			while (w > out && *--w != '/')
-				;
-			*w = '\0';
-		} else {
-			*w++ = '/';
-			memcpy(w, r, len);
-			w += len;
-			*w = '\0';
-		}
-		r += len;
-	}
-	if (w == out)
-		strcpy(out, "/");
-	return out;
-}
 
 /* "/a/b" from a base directory and a path that may be relative. */
 static char *
@@ -98,7 +61,7 @@ abs_path(const char *base, const char *p)
 	_cleanup_free_ char *joined = p[0] == '/' ? strdup(p) :
 				      kiln_strdupf("%s/%s", base && *base ? base : "/", p);
 
-	return joined ? clean_path(joined) : NULL;
+	return joined ? kiln_path_clean(joined) : NULL;
 }
 
 /* Does dest name a directory to copy into? (BuildKit keeps a trailing
@@ -215,7 +178,7 @@ follow_link(struct ctx *c, const struct plan_file *f)
 			return NULL;
 		joined = f->link[0] == '/' ? strdup(f->link) :
 			 kiln_strdupf("/%.*s/%s", slash ? (int) (slash - f->path) : 0, f->path, f->link);
-		clean = joined ? clean_path(joined) : NULL;
+		clean = joined ? kiln_path_clean(joined) : NULL;
 		if (!clean || !clean[1])
 			return NULL;
 		f = find_file(c, clean + 1);

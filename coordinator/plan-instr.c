@@ -457,40 +457,8 @@ static char *
 join_workdir(const char *cur, const char *p)
 {
 	_cleanup_free_ char *joined = p[0] == '/' ? strdup(p) : kiln_strdupf("/%s/%s", cur, p);
-	char *out, *w;
-	const char *r;
 
-	if (!joined)
-		return NULL;
-	out = calloc(1, strlen(joined) + 2);
-	if (!out)
-		return NULL;
-	w = out;
-	for (r = joined; *r;) {
-		size_t len;
-
-		while (*r == '/')
-			r++;
-		len = strcspn(r, "/");
-		if (len == 0)
-			break;
-		if (len == 1 && r[0] == '.') {
-			/* nothing */
-		} else if (len == 2 && r[0] == '.' && r[1] == '.') {
-			while (w > out && *--w != '/')
-				;
-			*w = '\0';
-		} else {
-			*w++ = '/';
-			memcpy(w, r, len);
-			w += len;
-			*w = '\0';
-		}
-		r += len;
-	}
-	if (w == out)
-		strcpy(out, "/");
-	return out;
+	return joined ? kiln_path_clean(joined) : NULL;
 }
 
 /* WORKDIR: the config and the working directory; the directory is made

@@ -1167,41 +1167,9 @@ static char *
 normalize_workdir(const char *cur, const char *p)
 {
 	_cleanup_free_ char *joined = NULL;
-	char *out, *w;
-	const char *r;
 
 	joined = p[0] == '/' ? strdup(p) : kiln_strdupf("/%s/%s", cur ? cur : "", p);
-	if (!joined)
-		return NULL;
-	out = calloc(1, strlen(joined) + 2);
-	if (!out)
-		return NULL;
-	w = out;
-	for (r = joined; *r;) {
-		size_t len;
-
-		while (*r == '/')
-			r++;
-		len = strcspn(r, "/");
-		if (len == 0)
-			break;
-		if (len == 1 && r[0] == '.') {
-			/* nothing */
-		} else if (len == 2 && r[0] == '.' && r[1] == '.') {
-			while (w > out && *--w != '/')
-				;
-			*w = '\0';
-		} else {
-			*w++ = '/';
-			memcpy(w, r, len);
-			w += len;
-			*w = '\0';
-		}
-		r += len;
-	}
-	if (w == out)
-		strcpy(out, "/");
-	return out;
+	return joined ? kiln_path_clean(joined) : NULL;
 }
 
 static int

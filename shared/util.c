@@ -381,3 +381,39 @@ kiln_write_pidfile(const char *path)
 
 	return kiln_write_file_atomic(AT_FDCWD, path, buf, (size_t) n, 0644);
 }
+
+char *
+kiln_path_clean(const char *joined)
+{
+	char *out = calloc(1, strlen(joined) + 2), *w;
+	const char *r;
+
+	if (!out)
+		return NULL;
+	w = out;
+	for (r = joined; *r;) {
+		size_t len;
+
+		while (*r == '/')
+			r++;
+		len = strcspn(r, "/");
+		if (len == 0)
+			break;
+		if (len == 1 && r[0] == '.') {
+			/* nothing */
+		} else if (len == 2 && r[0] == '.' && r[1] == '.') {
+			while (w > out && *--w != '/')
+				;
+			*w = '\0';
+		} else {
+			*w++ = '/';
+			memcpy(w, r, len);
+			w += len;
+			*w = '\0';
+		}
+		r += len;
+	}
+	if (w == out)
+		strcpy(out, "/");
+	return out;
+}

@@ -31,6 +31,10 @@ int64_t kiln_now_ms(void);
 int64_t kiln_source_date_epoch(void);
 /* snprintf into a malloc'd string; NULL on ENOMEM. */
 char *kiln_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A clean absolute path from joined (which should start with '/'):
+ * "//" collapsed, "." dropped, ".." resolved without going above "/".
+ * Caller owns the result; NULL on ENOMEM. */
+char *kiln_path_clean(const char *joined);
 /* true when s starts with prefix. */
 bool kiln_startswith(const char *s, const char *prefix);
 /* Path of a program next to the running executable (bin/NAME), falling back
