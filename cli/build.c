@@ -65,11 +65,28 @@ struct opts {
 };
 
 struct output {
-	char type[16];                 /* oci, local, tar, image */
+	char type[16];                 /* oci, docker, local, tar, image */
 	char dest[4096];
-	char name[1024];               /* image: comma-separated names */
+	char name[1024];               /* image, docker: comma-separated names */
 	bool push;
+	bool tar;                      /* oci: false = unpack the layout into dest */
+	int oci_mediatypes;            /* -1 = the type's default, 0, 1 */
 };
+
+/* "true"/"false" (and buildx's other strconv.ParseBool spellings). */
+static int
+parse_bool(const char *key, const char *v, bool *ret, struct kiln_err *err)
+{
+	if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "t") || !strcmp(v, "T") ||
+	    !strcmp(v, "TRUE") || !strcmp(v, "True"))
+		*ret = true;
+	else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "f") || !strcmp(v, "F") ||
+		 !strcmp(v, "FALSE") || !strcmp(v, "False"))
+		*ret = false;
+	else
+		return kiln_err_set(err, EINVAL, "output option %s: invalid boolean '%s'", key, v);
+	return 0;
+}
 
 /* A blob the worker lacks, on its way. */
 struct send {
@@ -122,7 +139,8 @@ usage(FILE *f)
 		"                               (the stages); build (the default) builds\n"
 		"  -f, --file FILE              name of the Dockerfile (default: PATH/Dockerfile)\n"
 		"      --metadata-file FILE     write build result metadata (digests, counters) as JSON\n"
-		"  -o, --output SPEC            type=oci,dest=FILE | type=tar,dest=FILE | type=local,dest=DIR\n"
+		"  -o, --output SPEC            type=oci,dest=FILE[,tar=false] | type=docker,dest=FILE[,name=REF]\n"
+		"                               | type=tar,dest=FILE | type=local,dest=DIR\n"
 		"                               | type=image,name=REF[,REF...],push=true (also type=registry)\n"
 		"                               (a bare DIR means type=local,dest=DIR)\n"
 		"      --push                   push the image to the registry of each -t NAME\n"
@@ -209,6 +227,8 @@ parse_output(const char *spec, struct output *o, struct kiln_err *err)
 	if (!s)
 		return kiln_err_set(err, ENOMEM, "out of memory");
 	o->type[0] = o->dest[0] = '\0';
+	o->tar = true;
+	o->oci_mediatypes = -1;
 	if (!strchr(s, '=')) {
 		snprintf(o->type, sizeof(o->type), "local");
 		snprintf(o->dest, sizeof(o->dest), "%s", s);
@@ -227,7 +247,24 @@ parse_output(const char *spec, struct output *o, struct kiln_err *err)
 				snprintf(o->name, sizeof(o->name), "%s", eq + 1);
 			else if (strcmp(kv, "push") == 0)
 				o->push = strcmp(eq + 1, "true") == 0;
-			else
+			else if (strcmp(kv, "tar") == 0) {
+				if (parse_bool(kv, eq + 1, &o->tar, err) < 0)
+					return -err->code;
+			} else if (strcmp(kv, "rewrite-timestamp") == 0) {
+				/* Layers always clamp file mtimes to SOURCE_DATE_EPOCH
+				 * (shared/layer.h), so true is what kiln does anyway
+				 * and false cannot turn it off: accepted, no effect. */
+				bool b;
+
+				if (parse_bool(kv, eq + 1, &b, err) < 0)
+					return -err->code;
+			} else if (strcmp(kv, "oci-mediatypes") == 0) {
+				bool b;
+
+				if (parse_bool(kv, eq + 1, &b, err) < 0)
+					return -err->code;
+				o->oci_mediatypes = b;
+			} else
 				return kiln_err_set(err, EINVAL, "output option '%s' is not supported yet", kv);
 		}
 	}
@@ -242,9 +279,15 @@ parse_output(const char *spec, struct output *o, struct kiln_err *err)
 					    "kiln keeps no local image store (add push=true)");
 		return 0;
 	}
-	if (strcmp(o->type, "oci") != 0 && strcmp(o->type, "tar") != 0 && strcmp(o->type, "local") != 0)
+	if (strcmp(o->type, "oci") != 0 && strcmp(o->type, "docker") != 0 &&
+	    strcmp(o->type, "tar") != 0 && strcmp(o->type, "local") != 0)
 		return kiln_err_set(err, EINVAL,
-				    "output type '%s' is not supported (use oci, tar, local or image)", o->type);
+				    "output type '%s' is not supported (use oci, docker, tar, local or image)",
+				    o->type);
+	if (!o->tar && strcmp(o->type, "oci") != 0)
+		return kiln_err_set(err, EINVAL, "output option tar=false is only for type=oci");
+	if (o->oci_mediatypes >= 0 && strcmp(o->type, "oci") != 0 && strcmp(o->type, "docker") != 0)
+		return kiln_err_set(err, EINVAL, "output option oci-mediatypes is only for type=oci, docker or image");
 	if (!o->dest[0])
 		return kiln_err_set(err, EINVAL, "output type %s needs dest=", o->type);
 	return 0;
@@ -341,8 +384,11 @@ send_start(struct session *s, const struct opts *o, const char *dockerfile, size
 	proto_w_str(&w, "target", o->target);
 	proto_w_str(&w, "tag", o->n_tags ? o->tags[0] : NULL);
 	proto_w_str(&w, "output", strcmp(s->out.type, "oci") == 0 ? "oci" :
+				  strcmp(s->out.type, "docker") == 0 ? "docker" :
 				  strcmp(s->out.type, "image") == 0 ? "push" : "rootfs");
-	if (strcmp(s->out.type, "image") == 0) {
+	if (s->out.oci_mediatypes >= 0)
+		proto_w_bool(&w, "oci_mediatypes", s->out.oci_mediatypes == 1);
+	if (strcmp(s->out.type, "image") == 0 || strcmp(s->out.type, "docker") == 0) {
 		/* name= wins over -t, as in buildx; several names split on ','. */
 		_cleanup_free_ char *names = strdup(s->out.name);
 		char *save = NULL;
@@ -353,7 +399,8 @@ send_start(struct session *s, const struct opts *o, const char *dockerfile, size
 		for (const char *c = s->out.name; *c; c++)
 			count += *c == ',';
 		count += *s->out.name ? 1 : 0;
-		pk = proto_w_key(&w, "push");
+		/* type=docker: the names become the archive's RepoTags. */
+		pk = proto_w_key(&w, strcmp(s->out.type, "docker") == 0 ? "names" : "push");
 		msgpack_pack_array(pk, count);
 		if (*s->out.name) {
 			for (char *n = strtok_r(names, ",", &save); n; n = strtok_r(NULL, ",", &save))
@@ -586,6 +633,14 @@ on_progress(struct session *s, const struct proto_msg *m, struct kiln_err *err)
 	return 0;
 }
 
+/* The received tar is unpacked into dest (type=local, type=oci,tar=false)
+ * rather than renamed to it. */
+static bool
+out_unpacks(const struct output *o)
+{
+	return strcmp(o->type, "local") == 0 || (strcmp(o->type, "oci") == 0 && !o->tar);
+}
+
 static int
 on_output_begin(struct session *s, const struct proto_msg *m, struct kiln_err *err)
 {
@@ -596,7 +651,7 @@ on_output_begin(struct session *s, const struct proto_msg *m, struct kiln_err *e
 		return kiln_err_set(err, KILN_EPROTO, "output.begin without stream or size");
 	if (s->rx)
 		return kiln_err_set(err, KILN_EPROTO, "second output stream");
-	if (strcmp(s->out.type, "local") == 0)
+	if (out_unpacks(&s->out))
 		s->out_tmp = kiln_strdupf("%s.kiln-tmp-XXXXXX", s->out.dest[0] ? s->out.dest : ".");
 	else
 		s->out_tmp = kiln_strdupf("%s.kiln-tmp-XXXXXX", s->out.dest);
@@ -606,7 +661,9 @@ on_output_begin(struct session *s, const struct proto_msg *m, struct kiln_err *e
 	if (fd < 0)
 		return kiln_err_errno(err, errno, "create output next to '%s'", s->out.dest);
 	s->v_export = progress_start(s->pr, strcmp(s->out.type, "oci") == 0 ?
-				     "exporting to oci image format" : "exporting to client");
+				     "exporting to oci image format" :
+				     strcmp(s->out.type, "docker") == 0 ?
+				     "exporting to docker image format" : "exporting to client");
 	return xfer_rx_new_fd(stream, fd, size > OUTPUT_MAX ? OUTPUT_MAX : size, &s->rx, err);
 }
 
@@ -713,7 +770,7 @@ on_output_data(struct session *s, const struct proto_msg *m, struct kiln_err *er
 		return 0;
 	xfer_rx_free(s->rx);            /* closes the fd */
 	s->rx = NULL;
-	if (strcmp(s->out.type, "local") == 0) {
+	if (out_unpacks(&s->out)) {
 		r = extract_local(s->out_tmp, s->out.dest, err);
 		(void) unlink(s->out_tmp);
 		if (r < 0)

@@ -1,6 +1,10 @@
-/* OCI layout tar writer. The rootfs exporters live in shared/layer.c
- * (layer_write_rootfs_tar); this module only packs already-stored blobs. */
+/* OCI layout and docker-archive tar writers. The rootfs exporters live in
+ * shared/layer.c (layer_write_rootfs_tar); this module only packs
+ * already-stored blobs. A docker archive is the OCI layout plus Docker's
+ * manifest.json pointing into blobs/sha256 (what BuildKit's docker exporter
+ * and docker save since 25.0 write), so one file serves both readers. */
 #include <archive.h>
+#include <jansson.h>
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -83,10 +87,44 @@ put_blob(struct archive *a, struct cas *cas, const struct digest *d, int64_t mti
 	return 0;
 }
 
-int
-export_oci_tar(struct cas *cas, const char *index_json, size_t index_len,
-	       const struct digest *blobs, size_t n_blobs, int64_t epoch, int fd,
-	       struct kiln_err *err)
+/* Docker's manifest.json: one image, its config and layers by path. */
+static char *
+docker_manifest_json(const struct digest *config, const struct digest *layers, size_t n_layers,
+		     const char *const *tags, size_t n_tags, size_t *ret_len)
+{
+	json_t *top = json_array(), *img = json_object(), *rt = json_array(), *ls = json_array();
+	char path[128], hex[65];
+	char *out = NULL;
+
+	if (!top || !img || !rt || !ls)
+		goto out;
+	snprintf(path, sizeof(path), "blobs/sha256/%s", digest_hex(config, hex));
+	json_object_set_new(img, "Config", json_string(path));
+	for (size_t i = 0; i < n_tags; i++)
+		json_array_append_new(rt, json_string(tags[i]));
+	json_object_set(img, "RepoTags", rt);
+	for (size_t i = 0; i < n_layers; i++) {
+		snprintf(path, sizeof(path), "blobs/sha256/%s", digest_hex(&layers[i], hex));
+		json_array_append_new(ls, json_string(path));
+	}
+	json_object_set(img, "Layers", ls);
+	json_array_append(top, img);
+	out = json_dumps(top, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (out)
+		*ret_len = strlen(out);
+out:
+	json_decref(top);
+	json_decref(img);
+	json_decref(rt);
+	json_decref(ls);
+	return out;
+}
+
+static int
+write_layout(struct cas *cas, const char *index_json, size_t index_len,
+	     const char *docker_json, size_t docker_len,
+	     const struct digest *blobs, size_t n_blobs, int64_t epoch, int fd,
+	     struct kiln_err *err)
 {
 	static const char layout[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
 	int64_t mtime = epoch >= 0 ? epoch : 0;
@@ -104,6 +142,8 @@ export_oci_tar(struct cas *cas, const char *index_json, size_t index_len,
 	r = put_bytes(a, "oci-layout", layout, strlen(layout), mtime, err);
 	if (r == 0)
 		r = put_bytes(a, "index.json", index_json, index_len, mtime, err);
+	if (r == 0 && docker_json)
+		r = put_bytes(a, "manifest.json", docker_json, docker_len, mtime, err);
 	if (r == 0)
 		r = put_entry(a, "blobs", AE_IFDIR, 0, mtime, err);
 	if (r == 0)
@@ -121,4 +161,28 @@ export_oci_tar(struct cas *cas, const char *index_json, size_t index_len,
 out:
 	archive_write_free(a);
 	return r;
+}
+
+int
+export_oci_tar(struct cas *cas, const char *index_json, size_t index_len,
+	       const struct digest *blobs, size_t n_blobs, int64_t epoch, int fd,
+	       struct kiln_err *err)
+{
+	return write_layout(cas, index_json, index_len, NULL, 0, blobs, n_blobs, epoch, fd, err);
+}
+
+int
+export_docker_tar(struct cas *cas, const char *index_json, size_t index_len,
+		  const struct digest *blobs, size_t n_blobs, const char *const *tags, size_t n_tags,
+		  int64_t epoch, int fd, struct kiln_err *err)
+{
+	_cleanup_free_ char *mj = NULL;
+	size_t mj_len = 0;
+
+	if (n_blobs < 2)
+		return kiln_err_set(err, EINVAL, "docker archive needs a manifest and a config");
+	mj = docker_manifest_json(&blobs[1], blobs + 2, n_blobs - 2, tags, n_tags, &mj_len);
+	if (!mj)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	return write_layout(cas, index_json, index_len, mj, mj_len, blobs, n_blobs, epoch, fd, err);
 }

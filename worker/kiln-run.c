@@ -1,7 +1,14 @@
 /* kiln-run: run one build command in a throwaway container whose root is an
  * overlay of image layers, so that afterwards the upper directory holds
  * exactly what the command changed (plus /proc and /dev mountpoints when the
- * image had none, as with BuildKit's runc).
+ * image had none, as with BuildKit's runc, which this keeps as it is).
+ *
+ * /etc/hosts (localhost and the hostname, default "buildkitsandbox") and
+ * /etc/resolv.conf (the host's, without localhost nameservers unless
+ * --network host) are written to a temp dir and bind-mounted read-write
+ * over the image's, as BuildKit does: writes to them never reach the
+ * layer, and mountpoints made for them (and /etc) where the image had none
+ * are removed from the upper dir by the parent after the command ends.
  *
  * The parent only unshares a PID namespace, forks and waits. The child is
  * PID 1 of that namespace; it takes its own mount, UTS, IPC and (unless
@@ -22,6 +29,7 @@
  * runs as real root unless --user says otherwise; kiln-run trusts the
  * Dockerfile as much as `docker build` does. */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -38,17 +46,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #define EXIT_SETUP 125
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#define DEFAULT_HOSTNAME "kiln"
+/* BuildKit's default for a build step (executor/oci/hosts.go). */
+#define DEFAULT_HOSTNAME "buildkitsandbox"
 /* Legacy mount(2) data is one page; longer lowerdir lists go through fsconfig. */
 #define MOUNT_DATA_MAX 4000
 
@@ -63,6 +74,28 @@ struct opts {
 };
 
 static pid_t child_pid = -1;
+
+/* /etc/hosts and /etc/resolv.conf are bind-mounted from files kiln-run
+ * writes in a temp dir of its own, so nothing the command writes to them
+ * reaches the layer. When the image lacks them, the child creates empty
+ * mountpoints (and /etc) in the overlay and records that here, in memory
+ * shared with the parent, which removes them from the upper dir after the
+ * command ends, as BuildKit's MountStubsCleaner does. */
+enum { ETC_HOSTS, ETC_RESOLV, N_ETC_FILES };
+static const char *const etc_names[N_ETC_FILES] = { "hosts", "resolv.conf" };
+
+struct stubs {
+	bool created[N_ETC_FILES];
+	bool created_etc;               /* /etc itself was missing */
+	bool upper_had_etc;             /* etc/ was in the upper dir before the run */
+	bool have_etc_st;               /* etc_st: /etc as it was before a stub went in */
+	struct stat etc_st;
+};
+
+struct net_files {
+	char dir[PATH_MAX - 32];
+	char path[N_ETC_FILES][PATH_MAX];
+};
 
 static void __attribute__((noreturn, format(printf, 1, 2)))
 die(const char *fmt, ...)
@@ -326,6 +359,52 @@ loopback_up(int errfd)
 	close(s);
 }
 
+/* After pivot_root: bind the files kiln-run wrote (cloned with open_tree
+ * before the pivot) over /etc/hosts and /etc/resolv.conf, creating empty
+ * mountpoints (and /etc) where the image has none. Paths resolve inside
+ * the container, symlinks included; a symlink that leads nowhere (a
+ * resolv.conf pointing at systemd-resolved's runtime file) is left alone,
+ * since making its target would put a file the command did not make into
+ * the layer. */
+static void
+mount_etc_files(int errfd, const int src_fd[N_ETC_FILES], struct stubs *st)
+{
+	for (size_t i = 0; i < N_ETC_FILES; i++) {
+		char target[64];
+		struct stat sb;
+
+		snprintf(target, sizeof(target), "/etc/%s", etc_names[i]);
+		if (stat(target, &sb) < 0) {
+			int fd;
+
+			if (errno != ENOENT)
+				child_fail(errfd, errno, "stat '%s'", target);
+			if (lstat(target, &sb) == 0)
+				continue;       /* dangling symlink */
+			if (lstat("/etc", &sb) < 0) {
+				if (errno != ENOENT)
+					child_fail(errfd, errno, "stat '/etc'");
+				if (mkdir("/etc", 0755) < 0)
+					child_fail(errfd, errno, "mkdir '/etc'");
+				st->created_etc = true;
+			} else if (!st->have_etc_st && !st->created_etc) {
+				st->etc_st = sb;
+				st->have_etc_st = true;
+			}
+			fd = open(target, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+			if (fd < 0)
+				child_fail(errfd, errno, "create mountpoint '%s'", target);
+			close(fd);
+			st->created[i] = true;
+		} else if (S_ISDIR(sb.st_mode)) {
+			child_fail(errfd, EISDIR, "mountpoint '%s'", target);
+		}
+		if (move_mount(src_fd[i], "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+			child_fail(errfd, errno, "bind mount '%s'", target);
+		close(src_fd[i]);
+	}
+}
+
 /* Called with the merged root as cwd. */
 static void
 enter_root(int errfd, const char *mnt)
@@ -514,11 +593,14 @@ check_layout(int errfd, const char *base, struct opts *o)
 }
 
 static void __attribute__((noreturn))
-child_main(struct opts *o, int errfd, const char *check_base)
+child_main(struct opts *o, int errfd, const char *check_base, const struct net_files *nf,
+	   struct stubs *st)
 {
 	int flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | (o->net_none ? CLONE_NEWNET : 0);
 	const char *hostname = o->hostname ? o->hostname : DEFAULT_HOSTNAME;
-	char *home = NULL;
+	char *home = NULL, p[PATH_MAX];
+	int etc_fd[N_ETC_FILES];
+	struct stat sb;
 	uid_t uid;
 	gid_t gid;
 	int fd;
@@ -536,6 +618,14 @@ child_main(struct opts *o, int errfd, const char *check_base)
 		child_fail(errfd, errno, "make / private");
 	if (check_base)
 		check_layout(errfd, check_base, o);
+	st->upper_had_etc = lstat(path_in(errfd, p, sizeof(p), o->upper, "etc"), &sb) == 0;
+	for (size_t i = 0; i < N_ETC_FILES; i++) {
+		/* A detached copy of the bind: the host's mounts are gone
+		 * after the pivot, and a plain fd into them cannot be bound. */
+		etc_fd[i] = open_tree(AT_FDCWD, nf->path[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+		if (etc_fd[i] < 0)
+			child_fail(errfd, errno, "open '%s'", nf->path[i]);
+	}
 	mount_overlay(errfd, o);
 	/* From here on the merged root is the cwd and paths are relative. */
 	if (chdir(o->mnt) < 0)
@@ -550,6 +640,7 @@ child_main(struct opts *o, int errfd, const char *check_base)
 	if (o->net_none)
 		loopback_up(errfd);
 	enter_root(errfd, o->mnt);
+	mount_etc_files(errfd, etc_fd, st);
 
 	fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || dup2(fd, 0) < 0)
@@ -570,6 +661,304 @@ child_main(struct opts *o, int errfd, const char *check_base)
 		_exit(0);
 	execvp(o->cmd[0], o->cmd);
 	child_fail(errfd, errno, "exec '%s'", o->cmd[0]);
+}
+
+/* ---- the parent: /etc/hosts, /etc/resolv.conf and their mountpoints ---- */
+
+#define RESOLV_MAX (64 << 10)
+
+/* Whole file, NUL-terminated, at most RESOLV_MAX bytes; "" when missing. */
+static char *
+read_small(const char *path, size_t *ret_len)
+{
+	char *buf = malloc(RESOLV_MAX + 1);
+	size_t len = 0;
+	int fd;
+
+	if (!buf)
+		die("out of memory");
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno != ENOENT)
+		die("open '%s': %s", path, strerror(errno));
+	while (fd >= 0 && len < RESOLV_MAX) {
+		ssize_t n = read(fd, buf + len, RESOLV_MAX - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			die("read '%s': %s", path, strerror(errno));
+		if (n == 0)
+			break;
+		len += (size_t) n;
+	}
+	if (fd >= 0)
+		close(fd);
+	buf[len] = '\0';
+	*ret_len = len;
+	return buf;
+}
+
+/* The nameserver lines of a resolv.conf, as libnetwork's GetNameservers
+ * reads them: comments ('#' or ';' to the end of the line) dropped, first
+ * field "nameserver", a second field present. With first != NULL, the
+ * first address is copied there. */
+static size_t
+count_nameservers(const char *buf, char *first, size_t first_size)
+{
+	size_t n = 0;
+
+	for (const char *l = buf; *l; ) {
+		size_t len = strcspn(l, "\n"), cut = strcspn(l, "#;");
+		const char *p = l, *end = l + (cut < len ? cut : len);
+
+		while (p < end && isspace((unsigned char) *p))
+			p++;
+		if ((size_t) (end - p) > 10 && strncmp(p, "nameserver", 10) == 0 &&
+		    isspace((unsigned char) p[10])) {
+			const char *a = p + 10, *ae;
+
+			while (a < end && isspace((unsigned char) *a))
+				a++;
+			for (ae = a; ae < end && !isspace((unsigned char) *ae); ae++)
+				;
+			if (ae > a) {
+				if (n == 0 && first)
+					snprintf(first, first_size, "%.*s", (int) (ae - a), a);
+				n++;
+			}
+		}
+		l += len + (l[len] == '\n');
+	}
+	return n;
+}
+
+static bool
+is_re_space(char c)                     /* Go regexp's \s */
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r';
+}
+
+/* Length of a match of "[0-9]{1,3}" at p (greedy), or 0. */
+static size_t
+match_octet(const char *p)
+{
+	size_t n = 0;
+
+	while (n < 3 && isdigit((unsigned char) p[n]))
+		n++;
+	return n;
+}
+
+/* libnetwork's localhostNSRegexp at p, a line start:
+ *   ^nameserver\s+((127\.([0-9]{1,3}\.){2}[0-9]{1,3})|(::1)$)\s*\n*
+ * Returns the match length or 0. */
+static size_t
+match_localhost_ns(const char *p)
+{
+	const char *q = p;
+	size_t k;
+
+	if (strncmp(q, "nameserver", 10) != 0 || !is_re_space(q[10]))
+		return 0;
+	q += 10;
+	while (is_re_space(*q))
+		q++;
+	if (strncmp(q, "127.", 4) == 0) {
+		const char *r = q + 4;
+		bool ok = true;
+
+		for (int i = 0; i < 2 && ok; i++) {
+			k = match_octet(r);
+			ok = k > 0 && r[k] == '.';
+			r += k + 1;
+		}
+		if (ok && (k = match_octet(r)) > 0) {
+			q = r + k;
+			goto tail;
+		}
+	}
+	if (strncmp(q, "::1", 3) == 0 && (q[3] == '\n' || q[3] == '\0')) {
+		q += 3;
+		goto tail;
+	}
+	return 0;
+tail:
+	while (is_re_space(*q))
+		q++;
+	return (size_t) (q - p);
+}
+
+/* libnetwork's FilterResolvDNS(resolvConf, ipv6Enabled=true): drop
+ * localhost nameservers, which mean nothing in another network namespace,
+ * and when no nameserver is left add Google's public ones. In place. */
+static void
+filter_resolv(char **buf, size_t *len)
+{
+	static const char defaults[] = "\nnameserver 8.8.8.8\nnameserver 8.8.4.4"
+		"\nnameserver 2001:4860:4860::8888\nnameserver 2001:4860:4860::8844";
+	char *in = *buf, *out = malloc(*len + sizeof(defaults));
+	size_t o = 0;
+
+	if (!out)
+		die("out of memory");
+	for (size_t i = 0; i < *len; ) {
+		size_t m = (i == 0 || in[i - 1] == '\n') ? match_localhost_ns(in + i) : 0;
+
+		if (m) {
+			i += m;
+			continue;
+		}
+		out[o++] = in[i++];
+	}
+	out[o] = '\0';
+	if (count_nameservers(out, NULL, 0) == 0) {
+		memcpy(out + o, defaults, sizeof(defaults));
+		o += sizeof(defaults) - 1;
+	}
+	free(in);
+	*buf = out;
+	*len = o;
+}
+
+/* The host file BuildKit starts from: /etc/resolv.conf, or for a network
+ * of its own systemd-resolved's upstream list when the host only names the
+ * local stub resolver (libnetwork's resolvconf.Path). */
+static const char *
+resolv_source(bool host_net)
+{
+	static const char alt[] = "/run/systemd/resolve/resolv.conf";
+	char first[64] = "";
+	char *buf;
+	size_t len;
+	bool stub;
+
+	if (host_net)
+		return "/etc/resolv.conf";
+	buf = read_small("/etc/resolv.conf", &len);
+	stub = count_nameservers(buf, first, sizeof(first)) == 1 && strcmp(first, "127.0.0.53") == 0;
+	free(buf);
+	return stub && access(alt, R_OK) == 0 ? alt : "/etc/resolv.conf";
+}
+
+static void
+write_file(const char *path, const char *data, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+
+	if (fd < 0)
+		die("create '%s': %s", path, strerror(errno));
+	if (fchmod(fd, 0644) < 0 || write(fd, data, len) != (ssize_t) len)
+		die("write '%s': %s", path, strerror(errno));
+	close(fd);
+}
+
+/* Write hosts and resolv.conf into a fresh temp dir, as BuildKit's
+ * executor/oci GetHostsFile and GetResolvConf make them: for a network
+ * of its own the host's resolv.conf without localhost nameservers; with
+ * the host's network the host's file as it is (filtered only when it
+ * names no nameserver at all). */
+static void
+net_files_make(struct net_files *nf, const struct opts *o, const char *hostname)
+{
+	const char *tmp = getenv("TMPDIR");
+	char hosts[512];
+	char *resolv;
+	size_t len;
+	int n;
+
+	if (!tmp || !*tmp)
+		tmp = "/tmp";
+	if ((size_t) snprintf(nf->dir, sizeof(nf->dir), "%s/kiln-run-etc-XXXXXX", tmp) >=
+	    sizeof(nf->dir))
+		die("TMPDIR is too long");
+	if (!mkdtemp(nf->dir))
+		die("mkdtemp in '%s': %s", tmp, strerror(errno));
+	for (size_t i = 0; i < N_ETC_FILES; i++)
+		snprintf(nf->path[i], sizeof(nf->path[i]), "%s/%s", nf->dir, etc_names[i]);
+	n = snprintf(hosts, sizeof(hosts),
+		     "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", hostname);
+	if (n < 0 || (size_t) n >= sizeof(hosts))
+		die("--hostname '%s': too long", hostname);
+	write_file(nf->path[ETC_HOSTS], hosts, (size_t) n);
+	resolv = read_small(resolv_source(!o->net_none), &len);
+	if (o->net_none || count_nameservers(resolv, NULL, 0) == 0)
+		filter_resolv(&resolv, &len);
+	write_file(nf->path[ETC_RESOLV], resolv, len);
+	free(resolv);
+}
+
+static void
+net_files_remove(struct net_files *nf)
+{
+	for (size_t i = 0; i < N_ETC_FILES; i++)
+		(void) unlink(nf->path[i]);
+	(void) rmdir(nf->dir);
+}
+
+static bool
+dir_is_empty(int dfd, const char *name)
+{
+	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct dirent *de;
+	bool empty = true;
+	DIR *d;
+
+	if (fd < 0)
+		return false;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return false;
+	}
+	while (empty && (de = readdir(d)))
+		empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+	closedir(d);
+	return empty;
+}
+
+/* Take the mountpoints the child made back out of the upper dir: the empty
+ * files, /etc when the child made it, and when the image had /etc the
+ * copy of it that overlay made in the upper dir: its times are put back,
+ * and if the command left nothing in it and did not change it, it goes,
+ * so a RUN that never touched /etc leaves no etc/ in its layer. */
+static void
+stubs_remove(const char *upper, const struct stubs *st)
+{
+	int dfd = open(upper, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	bool removed = false;
+	struct stat sb;
+
+	if (dfd < 0)
+		return;
+	for (size_t i = 0; i < N_ETC_FILES; i++) {
+		char name[32];
+
+		if (!st->created[i])
+			continue;
+		snprintf(name, sizeof(name), "etc/%s", etc_names[i]);
+		if (fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode) &&
+		    sb.st_size == 0 && unlinkat(dfd, name, 0) == 0)
+			removed = true;
+	}
+	if (st->created_etc) {
+		(void) unlinkat(dfd, "etc", AT_REMOVEDIR);
+	} else if (removed && st->have_etc_st) {
+		struct timespec ts[2] = { st->etc_st.st_atim, st->etc_st.st_mtim };
+		char xa[8];
+		int fd;
+
+		(void) utimensat(dfd, "etc", ts, AT_SYMLINK_NOFOLLOW);
+		fd = openat(dfd, "etc", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0 && !st->upper_had_etc && fstat(fd, &sb) == 0 &&
+		    sb.st_mode == st->etc_st.st_mode && sb.st_uid == st->etc_st.st_uid &&
+		    sb.st_gid == st->etc_st.st_gid &&
+		    fgetxattr(fd, "trusted.overlay.opaque", xa, sizeof(xa)) < 0 &&
+		    dir_is_empty(dfd, "etc"))
+			(void) unlinkat(dfd, "etc", AT_REMOVEDIR);
+		if (fd >= 0)
+			close(fd);
+	}
+	close(dfd);
 }
 
 /* ---- the parent ---- */
@@ -621,6 +1010,8 @@ main(int argc, char **argv)
 {
 	struct sigaction sa = { .sa_handler = forward_signal };
 	char check_dir[PATH_MAX], msg[1024];
+	struct net_files nf;
+	struct stubs *st;
 	size_t len = 0;
 	struct opts o;
 	int errpipe[2], status;
@@ -633,13 +1024,20 @@ main(int argc, char **argv)
 		die("pipe: %s", strerror(errno));
 	if (unshare(CLONE_NEWPID) < 0)
 		die("unshare pid namespace: %s", strerror(errno));
+	st = mmap(NULL, sizeof(*st), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (st == MAP_FAILED)
+		die("mmap: %s", strerror(errno));
+	*st = (struct stubs) { 0 };
+	net_files_make(&nf, &o, o.hostname ? o.hostname : DEFAULT_HOSTNAME);
 	fflush(NULL);
 	pid = fork();
-	if (pid < 0)
+	if (pid < 0) {
+		net_files_remove(&nf);
 		die("fork: %s", strerror(errno));
+	}
 	if (pid == 0) {
 		close(errpipe[0]);
-		child_main(&o, errpipe[1], o.check ? check_dir : NULL);
+		child_main(&o, errpipe[1], o.check ? check_dir : NULL, &nf, st);
 	}
 	child_pid = pid;
 	close(errpipe[1]);
@@ -666,6 +1064,11 @@ main(int argc, char **argv)
 	while (waitpid(pid, &status, 0) < 0)
 		if (errno != EINTR)
 			die("waitpid: %s", strerror(errno));
+	/* The child's mount namespace is gone with it: the upper dir is plain
+	 * files again, and the bind sources are no longer in use. */
+	if (!o.check)
+		stubs_remove(o.upper, st);
+	net_files_remove(&nf);
 	if (o.check)
 		(void) rmdir(check_dir);
 	if (len > 0)

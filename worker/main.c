@@ -31,6 +31,7 @@
 #include "oci.h"
 #include "platform.h"
 #include "proto.h"
+#include "qemu.h"
 #include "registry.h"
 #include "util.h"
 #include "xfer.h"
@@ -48,8 +49,8 @@ struct wjob {
 	bool ran;                      /* job_execute finished successfully */
 	uint64_t ctx_files, ctx_bytes; /* context blobs received */
 	/* export request, read by the thread */
-	int export_kind;               /* 0 = none, 1 = oci, 2 = rootfs, 3 = push */
-	char **push_refs;              /* push: image references */
+	int export_kind;               /* 0 = none, 1 = oci, 2 = rootfs, 3 = push, 4 = docker */
+	char **push_refs;              /* push: image references; docker: RepoTags */
 	size_t n_push_refs;
 	char *mount_from;              /* push: where base layers can be mounted from */
 	char *manifest_type;
@@ -99,8 +100,10 @@ usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: kiln-worker --coordinator ENDPOINT [options]\n"
+		"       kiln-worker --install-emulators [--binfmt-dir DIR]\n"
 		"\n"
 		"Runs one kiln build node: registers with the coordinator and executes steps.\n"
+		"Without --coordinator, --install-emulators registers the emulators and exits.\n"
 		"\n"
 		"Options:\n"
 		"  --coordinator EP     coordinator endpoint (ipc://PATH or tcp://HOST:PORT)\n"
@@ -113,6 +116,9 @@ usage(FILE *f)
 		"  --key FILE           this worker's certificate, created if missing (tcp:// only)\n"
 		"  --heartbeat MS       heartbeat interval (default: 1000)\n"
 		"  --pidfile FILE       write the process id here\n"
+		"  --install-emulators  register qemu-user-static's emulators in binfmt_misc\n"
+		"                       (flag F; mounts binfmt_misc if needed; keeps existing ones)\n"
+		"  --binfmt-dir DIR     binfmt_misc to use (default: " QEMU_BINFMT_DIR ")\n"
 		"  -h, --help           show this help\n");
 }
 
@@ -384,6 +390,10 @@ job_thread(void *arg)
 		else if (j->export_kind == 1)
 			r = export_oci_tar(j->job.cas, j->index_json, j->index_len, j->blobs, j->n_blobs,
 					   j->job.epoch, fd, &err);
+		else if (j->export_kind == 4)
+			r = export_docker_tar(j->job.cas, j->index_json, j->index_len, j->blobs, j->n_blobs,
+					      (const char *const *) j->push_refs, j->n_push_refs,
+					      j->job.epoch, fd, &err);
 		else
 			r = layer_write_rootfs_tar((const char *const *) j->job.stack,
 						   (unsigned) j->job.n_stack, fd, j->job.epoch, &err);
@@ -577,9 +587,22 @@ on_job_export(struct worker *w, struct proto_msg *m, const char *build, struct k
 		return kiln_err_set(err, ENOENT, "build %s has no finished job here", build);
 	if (j->running)
 		return kiln_err_set(err, EBUSY, "build %s is busy", build);
-	if (!kind || (strcmp(kind, "oci") != 0 && strcmp(kind, "rootfs") != 0 && strcmp(kind, "push") != 0))
+	if (!kind || (strcmp(kind, "oci") != 0 && strcmp(kind, "rootfs") != 0 && strcmp(kind, "push") != 0 &&
+		      strcmp(kind, "docker") != 0))
 		return kiln_err_set(err, KILN_EPROTO, "job.export: unknown kind");
-	j->export_kind = strcmp(kind, "oci") == 0 ? 1 : strcmp(kind, "rootfs") == 0 ? 2 : 3;
+	j->export_kind = strcmp(kind, "oci") == 0 ? 1 : strcmp(kind, "rootfs") == 0 ? 2 :
+			 strcmp(kind, "push") == 0 ? 3 : 4;
+	if (j->export_kind == 4) {
+		/* docker: refs are the RepoTags, possibly none */
+		const msgpack_object *refs = proto_msg_get(m, "refs");
+
+		for (uint32_t i = 0; refs && refs->type == MSGPACK_OBJECT_ARRAY && i < refs->via.array.size; i++) {
+			_cleanup_free_ char *s = proto_obj_strdup(&refs->via.array.ptr[i]);
+
+			if (!s || op_add_arg(&j->push_refs, &j->n_push_refs, s) < 0)
+				return kiln_err_set(err, KILN_EPROTO, "job.export: bad ref");
+		}
+	}
 	if (j->export_kind == 3) {
 		const msgpack_object *refs = proto_msg_get(m, "refs");
 
@@ -815,11 +838,14 @@ main(int argc, char **argv)
 		{ "key", required_argument, NULL, 'k' },
 		{ "heartbeat", required_argument, NULL, 'H' },
 		{ "pidfile", required_argument, NULL, 'P' },
+		{ "install-emulators", no_argument, NULL, 'E' },
+		{ "binfmt-dir", required_argument, NULL, 'B' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	const char *endpoint = NULL, *platforms = NULL, *server_key = NULL, *key = NULL;
-	const char *pidfile = NULL;
+	const char *pidfile = NULL, *binfmt_dir = QEMU_BINFMT_DIR;
+	bool install_emulators = false;
 	struct worker w = { 0 };
 	struct kiln_err err = { 0 };
 	char host[256] = "worker";
@@ -845,13 +871,25 @@ main(int argc, char **argv)
 		case 'k': key = optarg; break;
 		case 'H': hb_ms = strtoll(optarg, NULL, 10); break;
 		case 'P': pidfile = optarg; break;
+		case 'E': install_emulators = true; break;
+		case 'B': binfmt_dir = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
-	if (!endpoint || optind != argc) {
+	if ((!endpoint && !install_emulators) || optind != argc) {
 		usage(stderr);
 		return 2;
+	}
+	if (install_emulators) {
+		/* Before the platforms are detected, so that a node started
+		 * with the flag serves what it just registered. */
+		r = qemu_install_at(binfmt_dir, &err);
+		if (r < 0)
+			return log_error_err(&err, "install emulators"), 1;
+		log_info("%d emulator(s) registered", r);
+		if (!endpoint)
+			return 0;
 	}
 	if (!w.name) {
 		(void) gethostname(host, sizeof(host) - 1);

@@ -4,7 +4,7 @@
 # images pushed back with --push and -o type=image,push=true, checked by
 # skopeo.
 . "$(dirname "$0")/lib.sh"
-plan 9
+plan 10
 need_fixture
 
 port=$("$TOP/tests/fixtures/registry.sh" start "$T/registry") || { echo "Bail out! registry"; exit 1; }
@@ -35,6 +35,9 @@ check "the pushed digest is the one the build reported" sh -c \
 	"[ \"\$(jq -r .Digest '$T/inspect.json')\" = \"\$(jq -r '.\"containerimage.digest\"' '$T/push.json')\" ]"
 check "-o type=image,name=...,push=true works too" sh -c \
 	"'$KILN' build --progress quiet -o type=image,name=$R/kiln/other:v2,push=true '$ctx' > '$T/push2.log' 2>&1 && skopeo inspect --tls-verify=false docker://$R/kiln/other:v2 > /dev/null"
+check "type=image,push=true,oci-mediatypes=false pushes Docker media types (base layers too)" sh -c \
+	"'$KILN' build --progress quiet -o type=image,name=$R/kiln/dockermt:v1,push=true,oci-mediatypes=false '$ctx' > '$T/push3.log' 2>&1 && \
+	skopeo inspect --raw --tls-verify=false docker://$R/kiln/dockermt:v1 | jq -e '.mediaType == \"application/vnd.docker.distribution.manifest.v2+json\" and .config.mediaType == \"application/vnd.docker.container.image.v1+json\" and ([.layers[].mediaType] | unique) == [\"application/vnd.docker.image.rootfs.diff.tar.gzip\"]'"
 check "an unknown image gives a clear error naming it" sh -c \
 	"printf 'FROM $R/nope/missing:1\n' > '$ctx/Dockerfile' && ! '$KILN' build --progress quiet -o type=tar,dest='$T/x.tar' '$ctx' > '$T/missing.log' 2>&1 && grep -q 'nope/missing' '$T/missing.log'"
 diag "$T/missing.log"
