@@ -99,6 +99,8 @@ struct session {
 	struct progress *pr;
 	char id[33];
 	struct ctx_list ctx;
+	const struct ctx_entry **by_digest;   /* files sorted by digest */
+	size_t n_by_digest;
 	struct named_ctx *nctx;
 	size_t n_nctx;
 	struct output out;
@@ -351,15 +353,40 @@ named_ctx_release(struct named_ctx *c)
 	oci_manifest_release(&c->man);
 }
 
-/* Where the bytes of a digest the worker asked for are on this machine. */
+static int
+cmp_entry_digest(const void *a, const void *b)
+{
+	return memcmp((*(const struct ctx_entry *const *) a)->digest.raw,
+		      (*(const struct ctx_entry *const *) b)->digest.raw, DIGEST_RAW_LEN);
+}
+
+/* Where the bytes of a digest the worker asked for are on this machine.
+ * Context files are looked up through an index sorted by digest, built on
+ * first use: a large context asks for many blobs. */
 static int
 blob_source(struct session *s, const struct digest *d, char *buf, size_t size)
 {
-	for (size_t i = 0; i < s->ctx.n; i++)
-		if (s->ctx.v[i].kind == 'f' && digest_equal(&s->ctx.v[i].digest, d)) {
-			snprintf(buf, size, "%s", s->ctx.v[i].abs);
+	if (!s->by_digest && s->ctx.n) {
+		s->by_digest = calloc(s->ctx.n, sizeof(*s->by_digest));
+		if (!s->by_digest)
+			return -ENOMEM;
+		for (size_t i = 0; i < s->ctx.n; i++)
+			if (s->ctx.v[i].kind == 'f')
+				s->by_digest[s->n_by_digest++] = &s->ctx.v[i];
+		qsort(s->by_digest, s->n_by_digest, sizeof(*s->by_digest), cmp_entry_digest);
+	}
+	{
+		struct ctx_entry key = { .digest = *d };
+		const struct ctx_entry *kp = &key;
+		const struct ctx_entry **hit = s->n_by_digest ?
+			bsearch(&kp, s->by_digest, s->n_by_digest, sizeof(*s->by_digest), cmp_entry_digest) :
+			NULL;
+
+		if (hit) {
+			snprintf(buf, size, "%s", (*hit)->abs);
 			return 0;
 		}
+	}
 	for (size_t i = 0; i < s->n_nctx; i++)
 		for (size_t k = 0; k < s->nctx[i].man.n_layers; k++)
 			if (digest_equal(&s->nctx[i].man.layers[k].digest, d))
@@ -960,6 +987,7 @@ session_release(struct session *s)
 	for (size_t i = 0; i < s->n_steps && s->step_names; i++)
 		free(s->step_names[i]);
 	free(s->step_names);
+	free(s->by_digest);
 	context_release(&s->ctx);
 	progress_free(s->pr);
 	conn_free(s->conn);
