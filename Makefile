@@ -102,6 +102,11 @@ deps:
 test: deps $(BINS) $(UNIT_TESTS) $(CONFORMANCE) $(FUZZ_REPLAY)
 	tests/run-tests.sh
 
+# The differential test against Docker 20.10's BuildKit and buildah (needs
+# root; installs docker.io and buildah; ~2 minutes): not part of `make test`.
+test-diff: all
+	tests/differential/run.sh
+
 demo: deps $(BINS)
 	tests/demo.sh
 
@@ -113,6 +118,6 @@ clean:
 	rm -rf bin $(FLAGS_STAMP) $(ALL_OBJ) $(ALL_OBJ:.o=.d) $(UNIT_TESTS) tests/unit/*.o tests/unit/*.d \
 	  $(CONFORMANCE) tests/conformance/*.o tests/conformance/*.d $(FUZZ_REPLAY) tests/fuzz/*.o tests/fuzz/*.d
 
-.PHONY: all deps test demo install clean fuzz FORCE
+.PHONY: all deps test test-diff demo install clean fuzz FORCE
 .SECONDARY:
 -include $(ALL_OBJ:.o=.d) $(wildcard tests/*/*.d)

@@ -11,9 +11,14 @@
  * [--chmod=..] SRC... DEST # buildkit" with expanded words and without
  * --from or --link.
  *
- * Not done here yet (clear errors instead): URLs and git sources, archive
- * extraction by ADD, heredocs, --parents, --exclude, user and group names in
- * --chown, symbolic --chmod. */
+ * --chown names and ADD's archive extraction and URL downloads are left to
+ * the worker (op fields chown_user/chown_group, entry unpack_dir, entries of
+ * kind OP_ENTRY_URL); symbolic --chmod, --parents and --exclude are applied
+ * here for context sources and passed on for COPY --from (except --parents).
+ *
+ * Not done here yet (clear errors instead): git sources, heredocs, COPY
+ * --from with --parents, ADD --unpack=true of a URL. --link builds a plain
+ * COPY (same files; no independent layer). */
 #include <ctype.h>
 #include <errno.h>
 #include <fnmatch.h>
@@ -24,6 +29,7 @@
 #include "cleanup.h"
 #include "dockerfile.h"
 #include "err.h"
+#include "ignore.h"
 #include "instructions.h"
 #include "plan-internal.h"
 #include "shell.h"
@@ -34,8 +40,14 @@
 struct copy_opts {
 	bool chown;
 	uint32_t uid, gid;
+	char *chown_user;               /* names (or a number next to a name), for the worker */
+	char *chown_group;
 	bool chmod;
 	uint32_t mode;
+	char *chmod_spec;               /* symbolic --chmod */
+	struct ignore *exclude;         /* --exclude, or NULL */
+	bool parents;
+	bool unpack;                    /* ADD: extract local archives */
 };
 
 enum { F_CHOWN, F_CHMOD, F_FROM, F_LINK, F_PARENTS, F_EXCLUDE, F_KEEP_GIT_DIR, F_CHECKSUM, F_UNPACK };
@@ -76,29 +88,60 @@ dest_is_dir(const char *raw)
 	       (len >= 3 && strcmp(raw + len - 3, "/..") == 0);
 }
 
+static uint32_t
+entry_mode(const struct copy_opts *co, uint32_t mode, char kind)
+{
+	if (co->chmod)
+		return co->mode;
+	if (co->chmod_spec)
+		return op_mode_apply(co->chmod_spec, mode, kind == OP_ENTRY_DIR);
+	return mode;
+}
+
+static struct op_entry *
+new_entry(struct ctx *c, struct op *op)
+{
+	struct op_entry *n = realloc(op->entries, (op->n_entries + 1) * sizeof(*n));
+
+	if (!n) {
+		plan_nomem(c);
+		return NULL;
+	}
+	op->entries = n;
+	memset(&n[op->n_entries], 0, sizeof(*n));
+	return &n[op->n_entries++];
+}
+
 static int
 add_entry(struct ctx *c, struct op *op, const struct plan_file *f, const char *dest,
 	  const struct copy_opts *co)
 {
-	struct op_entry *n = realloc(op->entries, (op->n_entries + 1) * sizeof(*n));
-	struct op_entry *e;
+	struct op_entry *e = new_entry(c, op);
 
-	if (!n)
-		return plan_nomem(c);
-	op->entries = n;
-	e = &n[op->n_entries];
-	memset(e, 0, sizeof(*e));
+	if (!e)
+		return -c->err->code;
 	e->path = strdup(dest);
 	e->kind = f->kind;
-	e->mode = co->chmod ? co->mode : f->mode;
+	e->mode = entry_mode(co, f->mode, f->kind);
 	e->uid = co->chown ? co->uid : 0;
 	e->gid = co->chown ? co->gid : 0;
 	e->mtime = f->mtime;
 	e->digest = f->digest;
 	e->link = f->link ? strdup(f->link) : NULL;
-	op->n_entries++;
 	if (!e->path || (f->link && !e->link))
 		return plan_nomem(c);
+	return 0;
+}
+
+/* Is the entry at rel (relative to the source being copied) excluded? */
+static int
+excluded(struct ctx *c, int line, const struct copy_opts *co, const char *rel, bool *ret)
+{
+	*ret = false;
+	if (!co->exclude || !*rel)
+		return 0;
+	if (ignore_match(co->exclude, rel, ret, c->err) < 0)
+		return plan_line_err(c, line, EINVAL, "--exclude: %s", c->err->msg);
 	return 0;
 }
 
@@ -125,7 +168,7 @@ find_file(struct ctx *c, const char *path)
  * to dest. A directory's contents go into dest; a file goes to dest, or
  * into it (under the name the Dockerfile used, name) when into_dir. */
 static int
-copy_source(struct ctx *c, struct op *op, const struct plan_file *f, const char *name,
+copy_source(struct ctx *c, int line, struct op *op, const struct plan_file *f, const char *name,
 	    const char *dest, bool into_dir, const struct copy_opts *co)
 {
 	const char *prefix = f ? f->path : "";
@@ -140,7 +183,16 @@ copy_source(struct ctx *c, struct op *op, const struct plan_file *f, const char 
 
 		if (!to)
 			return plan_nomem(c);
-		return add_entry(c, op, f, to, co);
+		r = add_entry(c, op, f, to, co);
+		if (r == 0 && co->unpack && f->kind == OP_ENTRY_FILE) {
+			/* BuildKit extracts a named archive into dest (as a directory) */
+			struct op_entry *e = &op->entries[op->n_entries - 1];
+
+			e->unpack_dir = strdup(dest);
+			if (!e->unpack_dir)
+				return plan_nomem(c);
+		}
+		return r;
 	}
 	if (f && strcmp(dest, "/") != 0) {
 		r = add_entry(c, op, f, dest, co);
@@ -150,8 +202,14 @@ copy_source(struct ctx *c, struct op *op, const struct plan_file *f, const char 
 	for (size_t i = 0; i < c->in->n_files; i++) {
 		const struct plan_file *e = &c->in->files[i];
 		_cleanup_free_ char *to = NULL;
+		bool skip;
 
 		if (plen && (strncmp(e->path, prefix, plen) != 0 || e->path[plen] != '/'))
+			continue;
+		r = excluded(c, line, co, e->path + (plen ? plen + 1 : 0), &skip);
+		if (r < 0)
+			return r;
+		if (skip)
 			continue;
 		to = kiln_strdupf("%s/%s", strcmp(dest, "/") ? dest : "", e->path + (plen ? plen + 1 : 0));
 		if (!to)
@@ -197,7 +255,7 @@ copy_named(struct ctx *c, int line, const char *label, struct op *op, const stru
 		return plan_line_err(c, line, ENOENT,
 				     "%s failed: \"/%s\" is a symlink whose target is not in the build context",
 				     label, f->path);
-	return copy_source(c, op, t, f->path, dest, into_dir, co);
+	return copy_source(c, line, op, t, f->path, dest, into_dir, co);
 }
 
 static bool
@@ -206,30 +264,49 @@ has_glob(const char *s)
 	return strpbrk(s, "*?[") != NULL;
 }
 
+/* A number that fits a uid, as BuildKit's strconv.ParseUint(s, 10, 32). */
+static bool
+parse_id(const char *s, uint32_t *ret)
+{
+	unsigned long v;
+	char *end;
+
+	if (!isdigit((unsigned char) s[0]))
+		return false;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (*end || errno || v > UINT32_MAX)
+		return false;
+	*ret = (uint32_t) v;
+	return true;
+}
+
+/* --chown=user[:group]: numbers are taken here; names go to the worker,
+ * which reads the destination's /etc/passwd and /etc/group. When either
+ * part is a name, both travel as strings (a number stays a number there). */
 static int
 parse_chown(struct ctx *c, int line, const char *v, struct copy_opts *co)
 {
-	unsigned long uid, gid;
-	char *end;
+	const char *colon = strchr(v, ':');
+	_cleanup_free_ char *user = colon ? strndup(v, (size_t) (colon - v)) : strdup(v);
+	const char *group = colon ? colon + 1 : NULL;
+	bool uid_num, gid_num = true;
 
-	uid = strtoul(v, &end, 10);
-	if (end == v || !isdigit((unsigned char) v[0]) || (*end && *end != ':') || uid > UINT32_MAX)
-		return plan_line_err(c, line, ENOTSUP,
-				     "--chown=%s: only a numeric uid[:gid] is supported yet, not user or "
-				     "group names", v);
-	gid = uid;
-	if (*end == ':') {
-		const char *g = end + 1;
-
-		gid = strtoul(g, &end, 10);
-		if (end == g || !isdigit((unsigned char) g[0]) || *end || gid > UINT32_MAX)
-			return plan_line_err(c, line, ENOTSUP,
-					     "--chown=%s: only a numeric uid[:gid] is supported yet, not user "
-					     "or group names", v);
-	}
+	if (!user)
+		return plan_nomem(c);
+	if (!*user || (group && (!*group || strchr(group, ':'))))
+		return plan_line_err(c, line, EINVAL, "--chown=%s: expected user[:group]", v);
+	uid_num = parse_id(user, &co->uid);
+	co->gid = co->uid;
+	if (group)
+		gid_num = parse_id(group, &co->gid);
 	co->chown = true;
-	co->uid = (uint32_t) uid;
-	co->gid = (uint32_t) gid;
+	if (uid_num && gid_num)
+		return 0;
+	co->chown_user = STEAL_PTR(user);
+	co->chown_group = group ? strdup(group) : NULL;
+	if (group && !co->chown_group)
+		return plan_nomem(c);
 	return 0;
 }
 
@@ -245,10 +322,12 @@ parse_chmod(struct ctx *c, int line, const char *v, struct copy_opts *co)
 		co->mode = (uint32_t) m;
 		return 0;
 	}
-	if (*v && isdigit((unsigned char) v[0]))
-		return plan_line_err(c, line, EINVAL, "invalid chmod parameter: '%s'. it should be octal "
-				     "string and between 0 and 07777", v);
-	return plan_line_err(c, line, ENOTSUP, "--chmod=%s: only octal modes are supported yet", v);
+	if (*v && !isdigit((unsigned char) v[0]) && op_mode_check(v) == 0) {
+		co->chmod_spec = strdup(v);
+		return co->chmod_spec ? 0 : plan_nomem(c);
+	}
+	return plan_line_err(c, line, EINVAL, "invalid chmod parameter: '%s'. it should be octal "
+			     "string and between 0 and 07777, or a symbolic mode such as u+x,go-w", v);
 }
 
 int
@@ -336,44 +415,163 @@ is_url(const char *s)
 }
 
 static bool
-looks_like_archive(const char *s)
+is_http(const char *s)
 {
-	static const char *const ext[] = {
-		".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz", ".tar.zst",
-		".tzst", ".tar.lz4",
-	};
-	size_t len = strlen(s);
+	return kiln_startswith(s, "http://") || kiln_startswith(s, "https://");
+}
 
-	for (size_t i = 0; i < ARRAY_SIZE(ext); i++) {
-		size_t el = strlen(ext[i]);
+/* BuildKit's file name for a download: path.Base of the URL's path, or
+ * "__unnamed__" when that is empty, "." or "/". */
+static char *
+url_file_name(const char *url)
+{
+	const char *p = strstr(url, "://") + 3;
+	size_t len;
 
-		if (len > el && strcmp(s + len - el, ext[i]) == 0)
-			return true;
+	p += strcspn(p, "/?#");
+	len = *p == '/' ? strcspn(p, "?#") : 0;
+	while (len > 0 && p[len - 1] == '/')
+		len--;
+	if (len == 0)
+		return strdup("__unnamed__");
+	for (size_t i = len; i-- > 0; )
+		if (p[i] == '/') {
+			p += i + 1;
+			len -= i + 1;
+			break;
+		}
+	return strndup(p, len);
+}
+
+/* ADD https://...: the worker downloads it (mode 0600 as BuildKit's http
+ * source, unless --chmod). */
+static int
+url_source(struct ctx *c, const char *src, const char *dest, bool into_dir, const struct copy_opts *co,
+	   const struct digest *checksum, struct op *op)
+{
+	_cleanup_free_ char *name = url_file_name(src);
+	struct op_entry *e;
+
+	if (!name)
+		return plan_nomem(c);
+	e = new_entry(c, op);
+	if (!e)
+		return -c->err->code;
+	e->kind = OP_ENTRY_URL;
+	e->path = into_dir ? kiln_strdupf("%s/%s", strcmp(dest, "/") ? dest : "", name) : strdup(dest);
+	e->url = strdup(src);
+	e->mode = entry_mode(co, 0600, OP_ENTRY_FILE);
+	e->uid = co->chown ? co->uid : 0;
+	e->gid = co->chown ? co->gid : 0;
+	if (checksum) {
+		e->has_checksum = true;
+		e->checksum = *checksum;
 	}
+	if (!e->path || !e->url)
+		return plan_nomem(c);
+	return 0;
+}
+
+static bool
+has_entry(const struct op *op, const char *path)
+{
+	for (size_t i = 0; i < op->n_entries; i++)
+		if (strcmp(op->entries[i].path, path) == 0)
+			return true;
 	return false;
 }
 
-/* Sources from the build context into op. */
+/* --parents: f (relative to the context root) goes to dest/<f below
+ * pivot>; the directories between keep their context metadata. *ret_to
+ * gets where f goes. */
+static int
+parents_target(struct ctx *c, int line, struct op *op, const char *pivot, const struct plan_file *f,
+	       const char *dest, const struct copy_opts *co, char **ret_to)
+{
+	size_t plen = strlen(pivot);
+	const char *rel = f->path;
+	const char *d = strcmp(dest, "/") ? dest : "";
+	int r;
+
+	if (plen) {
+		if (strncmp(rel, pivot, plen) != 0 || (rel[plen] != '/' && rel[plen] != '\0'))
+			return plan_line_err(c, line, EINVAL, "--parents: '%s' is not below '%s'", rel, pivot);
+		rel += plen + (rel[plen] == '/');
+	}
+	for (const char *sl = strchr(rel, '/'); sl; sl = strchr(sl + 1, '/')) {
+		_cleanup_free_ char *ctxp = kiln_strdupf("%.*s", (int) (sl - f->path), f->path);
+		_cleanup_free_ char *to = kiln_strdupf("%s/%.*s", d, (int) (sl - rel), rel);
+		const struct plan_file *pd;
+
+		if (!ctxp || !to)
+			return plan_nomem(c);
+		pd = find_file(c, ctxp);
+		if (!pd || pd->kind != OP_ENTRY_DIR || has_entry(op, to))
+			continue;
+		r = add_entry(c, op, pd, to, co);
+		if (r < 0)
+			return r;
+	}
+	*ret_to = *rel ? kiln_strdupf("%s/%s", d, rel) : strdup(dest);
+	return *ret_to ? 0 : plan_nomem(c);
+}
+
+/* One source that matched (or was named): where it goes, then copy it. */
+static int
+copy_matched(struct ctx *c, int line, const char *label, struct op *op, const char *pivot,
+	     const struct plan_file *f, const char *dest, bool into_dir, const struct copy_opts *co)
+{
+	_cleanup_free_ char *to = NULL;
+	int r;
+
+	if (!co->parents)
+		return copy_named(c, line, label, op, f, dest, into_dir, co);
+	r = parents_target(c, line, op, pivot, f, dest, co, &to);
+	if (r < 0)
+		return r;
+	if (has_entry(op, to) && f->kind == OP_ENTRY_DIR)
+		return 0;
+	return copy_named(c, line, label, op, f, to, false, co);
+}
+
+/* Sources from the build context (or URLs, for ADD) into op. */
 static int
 context_sources(struct ctx *c, int line, const struct strv *srcs, const char *label, const char *dest,
-		bool into_dir, const struct copy_opts *co, bool add, struct op *op)
+		bool into_dir, const struct copy_opts *co, bool add, const struct digest *checksum,
+		struct op *op)
 {
 	int r;
 
 	for (size_t i = 0; i < srcs->n; i++) {
 		_cleanup_free_ char *clean = NULL;
-		const char *src = srcs->v[i], *rel;
+		_cleanup_free_ char *pivot = NULL;
+		const char *src = srcs->v[i], *rel, *pv;
 
+		if (add && is_http(src)) {
+			r = url_source(c, src, dest, into_dir, co, checksum, op);
+			if (r < 0)
+				return r;
+			continue;
+		}
 		if (is_url(src))
 			return plan_line_err(c, line, ENOTSUP, "%s %s: %s", label, src,
-					     add ? "URL and git sources are not supported yet" :
+					     add ? "git sources are not supported yet" :
 						   "source can't be a URL for COPY");
-		if (add && looks_like_archive(src))
-			return plan_line_err(c, line, ENOTSUP,
-					     "ADD %s: extracting archives is not supported yet; use COPY to "
-					     "copy the file as it is", src);
+		if (checksum)
+			return plan_line_err(c, line, EINVAL,
+					     "ADD --checksum: '%s' is not an http(s) URL; a checksum can only "
+					     "be checked for downloads", src);
 		clean = abs_path("/", src);
-		if (!clean)
+		/* --parents: "a/./b/c" keeps "b/c" (the pivot is "a") */
+		pv = co->parents ? strstr(src, "/./") : NULL;
+		if (pv) {
+			_cleanup_free_ char *head = strndup(src, (size_t) (pv - src));
+
+			pivot = head ? abs_path("/", head) : NULL;
+		} else {
+			pivot = strdup("/");
+		}
+		if (!clean || !pivot)
 			return plan_nomem(c);
 		rel = clean + 1;
 		if (has_glob(rel)) {
@@ -383,17 +581,25 @@ context_sources(struct ctx *c, int line, const struct strv *srcs, const char *la
 				matched += fnmatch(rel, c->in->files[k].path, FNM_PATHNAME) == 0;
 			/* BuildKit allows a wildcard to match nothing */
 			for (size_t k = 0; k < c->in->n_files; k++) {
+				bool skip;
+
 				if (fnmatch(rel, c->in->files[k].path, FNM_PATHNAME) != 0)
 					continue;
-				r = copy_named(c, line, label, op, &c->in->files[k], dest,
-					       into_dir || matched > 1, co);
+				/* a match is excluded as a path of the context */
+				r = excluded(c, line, co, c->in->files[k].path, &skip);
+				if (r < 0)
+					return r;
+				if (skip)
+					continue;
+				r = copy_matched(c, line, label, op, pivot + 1, &c->in->files[k], dest,
+						 into_dir || matched > 1, co);
 				if (r < 0)
 					return r;
 			}
 			continue;
 		}
 		if (!*rel) {
-			r = copy_source(c, op, NULL, "", dest, true, co);
+			r = copy_source(c, line, op, NULL, "", dest, true, co);
 		} else {
 			const struct plan_file *f = find_file(c, rel);
 
@@ -401,7 +607,7 @@ context_sources(struct ctx *c, int line, const struct strv *srcs, const char *la
 				return plan_line_err(c, line, ENOENT,
 						     "%s failed: \"/%s\": not found in the build context", label,
 						     rel);
-			r = copy_named(c, line, label, op, f, dest, into_dir, co);
+			r = copy_matched(c, line, label, op, pivot + 1, f, dest, into_dir, co);
 		}
 		if (r < 0)
 			return r;
@@ -441,7 +647,9 @@ plan_copy(struct ctx *c, struct stage *s, const struct plan_cmd *cmd, bool add)
 	const char *label = add ? "ADD" : "COPY";
 	struct instr_flag_value fv[ARRAY_SIZE(copy_defs)];
 	size_t n_defs = ARRAY_SIZE(copy_defs);
-	struct copy_opts co = { 0 };
+	struct copy_opts co = { .unpack = add };
+	struct digest checksum, *has_checksum = NULL;
+	struct strv excludes = { 0 };
 	struct strv srcs = { 0 }, hist = { 0 };
 	_cleanup_free_ char *chown = NULL;
 	_cleanup_free_ char *chmod = NULL;
@@ -458,15 +666,29 @@ plan_copy(struct ctx *c, struct stage *s, const struct plan_cmd *cmd, bool add)
 		instr_flag_values_release(fv, n_defs);
 		return plan_line_err(c, line, c->err->code, "%s", c->err->msg);
 	}
-	if (fv[F_PARENTS].used && strcmp(fv[F_PARENTS].value, "true") == 0)
-		r = plan_line_err(c, line, ENOTSUP, "%s --parents is not supported yet", label);
-	else if (fv[F_EXCLUDE].n_values)
-		r = plan_line_err(c, line, ENOTSUP, "%s --exclude is not supported yet", label);
-	else if (fv[F_KEEP_GIT_DIR].used || fv[F_CHECKSUM].used || fv[F_UNPACK].used)
-		r = plan_line_err(c, line, ENOTSUP, "ADD --%s is not supported yet",
-				  fv[F_KEEP_GIT_DIR].used ? "keep-git-dir" :
-				  fv[F_CHECKSUM].used ? "checksum" : "unpack");
-	else if (n->n_heredocs)
+	co.parents = fv[F_PARENTS].used && strcmp(fv[F_PARENTS].value, "true") == 0;
+	if (fv[F_UNPACK].used)
+		co.unpack = strcmp(fv[F_UNPACK].value, "true") == 0;
+	for (size_t i = 0; r == 0 && i < fv[F_EXCLUDE].n_values; i++) {
+		_cleanup_free_ char *w = NULL;
+
+		r = plan_expand(c, line, fv[F_EXCLUDE].values[i], &s->env, &w);
+		if (r == 0 && strv_add(&excludes, w) < 0)
+			r = plan_nomem(c);
+	}
+	if (r == 0 && fv[F_KEEP_GIT_DIR].used)
+		r = plan_line_err(c, line, ENOTSUP, "ADD --keep-git-dir is not supported yet (git sources "
+				  "are not)");
+	else if (r == 0 && fv[F_CHECKSUM].used && *fv[F_CHECKSUM].value) {
+		_cleanup_free_ char *w = NULL;
+
+		r = plan_expand(c, line, fv[F_CHECKSUM].value, &s->env, &w);
+		if (r == 0 && (!kiln_startswith(w, "sha256:") || digest_parse(w, &checksum) < 0))
+			r = plan_line_err(c, line, EINVAL, "ADD --checksum=%s: expected sha256:<64 hex digits>",
+					  w);
+		has_checksum = &checksum;
+	}
+	if (r == 0 && n->n_heredocs)
 		r = plan_line_err(c, line, ENOTSUP, "heredocs in %s are not supported yet", label);
 	if (r == 0 && !add && fv[F_FROM].used && *fv[F_FROM].value) {
 		from_op = source_op(c, s, line, fv[F_FROM].value);
@@ -484,8 +706,23 @@ plan_copy(struct ctx *c, struct stage *s, const struct plan_cmd *cmd, bool add)
 			r = parse_chmod(c, line, chmod, &co);
 	}
 	instr_flag_values_release(fv, n_defs);
+	if (r == 0 && add && co.chown && !co.chown_user) {
+		/* the worker must know that an extracted archive's owners are
+		 * overridden: numbers travel as names it resolves as numbers */
+		co.chown_user = kiln_strdupf("%u", co.uid);
+		co.chown_group = kiln_strdupf("%u", co.gid);
+		if (!co.chown_user || !co.chown_group)
+			r = plan_nomem(c);
+	}
+	if (r == 0 && excludes.n) {
+		r = ignore_new((const char *const *) excludes.v, excludes.n, &co.exclude, c->err);
+		if (r < 0)
+			r = plan_line_err(c, line, EINVAL, "--exclude: %s", c->err->msg);
+	}
+	if (r == 0 && co.parents && from_op >= 0)
+		r = plan_line_err(c, line, ENOTSUP, "COPY --from with --parents is not supported yet");
 	if (r < 0)
-		return r;
+		goto out;
 
 	/* sources and destination, expanded with the environment before */
 	for (size_t i = 0; i + 1 < n->n_args; i++) {
@@ -517,6 +754,10 @@ plan_copy(struct ctx *c, struct stage *s, const struct plan_cmd *cmd, bool add)
 		op.gid = co.gid;
 		op.chmod = co.chmod;
 		op.mode = co.mode;
+		op.chmod_spec = STEAL_PTR(co.chmod_spec);
+		op.excludes = STEAL_PTR(excludes.v);
+		op.n_excludes = excludes.n;
+		excludes.n = 0;
 		if (!op.dest) {
 			r = plan_nomem(c);
 			goto out;
@@ -531,12 +772,19 @@ plan_copy(struct ctx *c, struct stage *s, const struct plan_cmd *cmd, bool add)
 		}
 	} else {
 		op.kind = OP_COPY;
-		r = context_sources(c, line, &srcs, label, dest, into_dir, &co, add, &op);
+		r = context_sources(c, line, &srcs, label, dest, into_dir || co.parents, &co, add,
+				    has_checksum, &op);
 		if (r < 0)
 			goto out;
 	}
+	op.chown_user = STEAL_PTR(co.chown_user);
+	op.chown_group = STEAL_PTR(co.chown_group);
 
-	/* history: "COPY [--chown=..] [--chmod=..] SRC... DEST" */
+	/* history: "COPY [--parents] [--chown=..] [--chmod=..] SRC... DEST" */
+	if (co.parents && strv_add(&hist, "--parents") < 0) {
+		r = plan_nomem(c);
+		goto out;
+	}
 	if (chown && *chown) {
 		_cleanup_free_ char *f = kiln_strdupf("--chown=%s", chown);
 
@@ -576,6 +824,11 @@ plan_copy(struct ctx *c, struct stage *s, const struct plan_cmd *cmd, bool add)
 	r = plan_push_hist(c, s, idx, "%s %s # buildkit", label, shown);
 out:
 	op_release(&op);
+	free(co.chown_user);
+	free(co.chown_group);
+	free(co.chmod_spec);
+	ignore_free(co.exclude);
+	strv_free(&excludes);
 	strv_free(&srcs);
 	strv_free(&hist);
 	return r < 0 ? r : 0;

@@ -76,9 +76,25 @@ entries_json(const struct op *o)
 			json_object_set_new(j, "digest", digest_json(&e->digest));
 		if (j && e->kind == OP_ENTRY_SYMLINK)
 			json_object_set_new(j, "link", str_or_null(e->link));
+		if (j && e->unpack_dir)
+			json_object_set_new(j, "unpack_dir", json_string(e->unpack_dir));
+		if (j && e->url)
+			json_object_set_new(j, "url", json_string(e->url));
+		if (j && e->has_checksum)
+			json_object_set_new(j, "checksum", digest_json(&e->checksum));
 		json_array_append_new(a, j);
 	}
 	return a;
+}
+
+/* Only when set, so graphs of COPYs without them read as before. */
+static void
+copy_names_json(json_t *j, const struct op *o)
+{
+	if (o->chown_user)
+		json_object_set_new(j, "chown_user", json_string(o->chown_user));
+	if (o->chown_group)
+		json_object_set_new(j, "chown_group", json_string(o->chown_group));
 }
 
 static json_t *
@@ -109,6 +125,7 @@ op_json(const struct plan *p, size_t i)
 		break;
 	case OP_COPY:
 		json_object_set_new(j, "entries", entries_json(o));
+		copy_names_json(j, o);
 		break;
 	case OP_MKDIR:
 		json_object_set_new(j, "path", str_or_null(o->path));
@@ -123,6 +140,11 @@ op_json(const struct plan *p, size_t i)
 		json_object_set_new(j, "gid", json_integer(o->gid));
 		json_object_set_new(j, "chmod", json_boolean(o->chmod));
 		json_object_set_new(j, "mode", mode_str(o->mode));
+		copy_names_json(j, o);
+		if (o->chmod_spec)
+			json_object_set_new(j, "chmod_spec", json_string(o->chmod_spec));
+		if (o->n_excludes)
+			json_object_set_new(j, "excludes", strv(o->excludes, o->n_excludes));
 		break;
 	}
 	return j;

@@ -1545,3 +1545,87 @@ out_close:
 	(void) close(in->fd);
 	return r;
 }
+
+/* ---- archives of ADD ---- */
+
+/* Is the next header of a readable? Opens path with every compression
+ * filter libarchive has and the tar format only, as BuildKit sniffs by
+ * content (DecompressStream, then one tar header). */
+static struct archive *
+archive_open_tar(const char *path, struct archive_entry **ret_e)
+{
+	struct archive *a = archive_read_new();
+
+	if (!a)
+		return NULL;
+	archive_read_support_filter_all(a);
+	archive_read_support_format_tar(a);
+	if (archive_read_open_filename(a, path, 64 * 1024) != ARCHIVE_OK ||
+	    archive_read_next_header(a, ret_e) < ARCHIVE_WARN) {
+		archive_read_free(a);
+		return NULL;
+	}
+	return a;
+}
+
+int
+layer_unpack_archive(const char *path, const char *dest, int64_t uid, int64_t gid,
+		     struct kiln_err *err)
+{
+	_cleanup_free_ struct xin *in = calloc(1, sizeof(*in));
+	struct xctx x = { .root = -1, .cfd = -1, .err = err, .entry = "" };
+	struct archive_entry *e = NULL;
+	struct archive *a;
+	int r = 0;
+
+	if (!in)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	a = archive_open_tar(path, &e);
+	if (!a)
+		return 1;
+	in->fd = -1;
+	in->err = err;
+	x.root = open(dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (x.root < 0) {
+		r = kiln_err_errno(err, errno, "open '%s'", dest);
+		goto out;
+	}
+	for (;;) {
+		const char *name = archive_entry_pathname(e);
+		const char *base = name ? strrchr(name, '/') : NULL;
+		int ar;
+
+		base = base ? base + 1 : name;
+		if (base && kiln_startswith(base, WH_PREFIX)) {
+			r = kiln_err_set(err, ENOTSUP, "archive entry '%s': whiteout names are not supported",
+					 name);
+			goto out;
+		}
+		if (uid >= 0)
+			archive_entry_set_uid(e, uid);
+		if (gid >= 0)
+			archive_entry_set_gid(e, gid);
+		r = extract_entry(&x, a, in, e);
+		if (r < 0)
+			goto out;
+		ar = archive_read_next_header(a, &e);
+		if (ar == ARCHIVE_EOF)
+			break;
+		if (ar < ARCHIVE_WARN) {
+			r = archive_fail(a, NULL, err, "read archive");
+			goto out;
+		}
+	}
+	cache_drop(&x);
+	x.entry = "";
+	apply_dir_times(&x);
+out:
+	cache_drop(&x);
+	if (x.root >= 0)
+		(void) close(x.root);
+	for (size_t i = 0; i < x.ndirs; i++)
+		free(x.dirs[i].path);
+	free(x.dirs);
+	archive_read_free(a);
+	return r;
+}

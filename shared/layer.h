@@ -50,4 +50,13 @@ int layer_extract(const char *blob_path, const char *dest, struct digest *ret_di
 int layer_write_rootfs_tar(const char *const *lowers, unsigned n, int fd, int64_t epoch,
 			   struct kiln_err *err);
 
+/* ADD of a local archive: when path holds a tar (plain, or compressed in any
+ * way libarchive reads: gzip, bzip2, xz, zstd, ...; sniffed by content),
+ * extract it into the existing directory dest, merging, with owners and
+ * modes from the archive (uid, gid >= 0 override them) and the same escape
+ * protections as layer_extract. OCI whiteout names are refused. Returns 1
+ * without touching dest when path is not a tar archive, 0 when extracted. */
+int layer_unpack_archive(const char *path, const char *dest, int64_t uid, int64_t gid,
+			 struct kiln_err *err);
+
 #endif

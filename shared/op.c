@@ -36,6 +36,15 @@ pack_digest(msgpack_packer *pk, const char *k, const struct digest *d)
 	pack_kstr(pk, k, digest_fmt(d, s));
 }
 
+static void
+pack_chown_names(const struct op *op, msgpack_packer *pk)
+{
+	if (op->chown_user)
+		pack_kstr(pk, "chown_user", op->chown_user);
+	if (op->chown_group)
+		pack_kstr(pk, "chown_group", op->chown_group);
+}
+
 void
 op_pack(const struct op *op, msgpack_packer *pk)
 {
@@ -47,11 +56,14 @@ op_pack(const struct op *op, msgpack_packer *pk)
 		msgpack_pack_map(pk, 8);
 		break;
 	case OP_COPY:
+		msgpack_pack_map(pk, 4 + !!op->chown_user + !!op->chown_group);
+		break;
 	case OP_MKDIR:
 		msgpack_pack_map(pk, 4);
 		break;
 	case OP_COPY_FROM:
-		msgpack_pack_map(pk, 12);
+		msgpack_pack_map(pk, 12 + !!op->chown_user + !!op->chown_group + !!op->chmod_spec +
+				 !!op->n_excludes);
 		break;
 	}
 	pack_kstr(pk, "kind", kind_names[op->kind]);
@@ -85,7 +97,7 @@ op_pack(const struct op *op, msgpack_packer *pk)
 			const struct op_entry *e = &op->entries[i];
 			char k[2] = { e->kind, 0 };
 
-			msgpack_pack_map(pk, 8);
+			msgpack_pack_map(pk, 8 + !!e->unpack_dir + !!e->url + e->has_checksum);
 			pack_kstr(pk, "path", e->path);
 			pack_kstr(pk, "kind", k);
 			proto_pack_str(pk, "mode");
@@ -101,7 +113,15 @@ op_pack(const struct op *op, msgpack_packer *pk)
 			else
 				pack_kstr(pk, "digest", NULL);
 			pack_kstr(pk, "link", e->link);
+			/* optional keys: older workers ignore them */
+			if (e->unpack_dir)
+				pack_kstr(pk, "unpack_dir", e->unpack_dir);
+			if (e->url)
+				pack_kstr(pk, "url", e->url);
+			if (e->has_checksum)
+				pack_digest(pk, "checksum", &e->checksum);
 		}
+		pack_chown_names(op, pk);
 		break;
 	case OP_MKDIR:
 		pack_kstr(pk, "path", op->path);
@@ -123,6 +143,11 @@ op_pack(const struct op *op, msgpack_packer *pk)
 		(op->chmod ? msgpack_pack_true : msgpack_pack_false)(pk);
 		proto_pack_str(pk, "mode");
 		msgpack_pack_uint32(pk, op->mode);
+		pack_chown_names(op, pk);
+		if (op->chmod_spec)
+			pack_kstr(pk, "chmod_spec", op->chmod_spec);
+		if (op->n_excludes)
+			pack_strv(pk, "excludes", op->excludes, op->n_excludes);
 		break;
 	}
 }
@@ -226,6 +251,22 @@ obj_bool(const msgpack_object *map, const char *key)
 }
 
 static int
+unpack_chown_names(const msgpack_object *o, struct op *op, struct kiln_err *err)
+{
+	if (proto_obj_get(o, "chown_user")) {
+		op->chown_user = proto_obj_get_strdup(o, "chown_user");
+		if (!op->chown_user || !*op->chown_user)
+			return kiln_err_set(err, KILN_EPROTO, "op field 'chown_user' is not a name");
+	}
+	if (proto_obj_get(o, "chown_group")) {
+		op->chown_group = proto_obj_get_strdup(o, "chown_group");
+		if (!op->chown_group || !*op->chown_group)
+			return kiln_err_set(err, KILN_EPROTO, "op field 'chown_group' is not a name");
+	}
+	return 0;
+}
+
+static int
 unpack_body(const msgpack_object *o, struct op *op, struct kiln_err *err)
 {
 	const msgpack_object *a;
@@ -290,7 +331,8 @@ unpack_body(const msgpack_object *o, struct op *op, struct kiln_err *err)
 			k = proto_obj_get_strdup(m, "kind");
 			e->kind = k && strlen(k) == 1 ? k[0] : 0;
 			free(k);
-			if (e->kind != OP_ENTRY_FILE && e->kind != OP_ENTRY_DIR && e->kind != OP_ENTRY_SYMLINK)
+			if (e->kind != OP_ENTRY_FILE && e->kind != OP_ENTRY_DIR && e->kind != OP_ENTRY_SYMLINK &&
+			    e->kind != OP_ENTRY_URL)
 				return kiln_err_set(err, KILN_EPROTO, "copy entry '%s': bad kind", e->path);
 			if ((r = unpack_u32(m, "mode", &e->mode, err)) < 0 ||
 			    (r = unpack_u32(m, "uid", &e->uid, err)) < 0 ||
@@ -309,8 +351,26 @@ unpack_body(const msgpack_object *o, struct op *op, struct kiln_err *err)
 				if (!e->link)
 					return kiln_err_set(err, KILN_EPROTO, "symlink '%s' without target", e->path);
 			}
+			if (e->kind == OP_ENTRY_FILE && proto_obj_get(m, "unpack_dir")) {
+				e->unpack_dir = proto_obj_get_strdup(m, "unpack_dir");
+				if (!path_is_clean_abs(e->unpack_dir))
+					return kiln_err_set(err, KILN_EPROTO, "copy entry '%s': bad unpack_dir",
+							    e->path);
+			}
+			if (e->kind == OP_ENTRY_URL) {
+				e->url = proto_obj_get_strdup(m, "url");
+				if (!e->url || !(strncmp(e->url, "http://", 7) == 0 ||
+						 strncmp(e->url, "https://", 8) == 0))
+					return kiln_err_set(err, KILN_EPROTO, "copy entry '%s': bad url", e->path);
+				if (proto_obj_get(m, "checksum")) {
+					r = unpack_digest(m, "checksum", &e->checksum, err);
+					if (r < 0)
+						return r;
+					e->has_checksum = true;
+				}
+			}
 		}
-		return 0;
+		return unpack_chown_names(o, op, err);
 	case OP_MKDIR:
 		op->path = proto_obj_get_strdup(o, "path");
 		if (!path_is_clean_abs(op->path))
@@ -338,7 +398,15 @@ unpack_body(const msgpack_object *o, struct op *op, struct kiln_err *err)
 		    (r = unpack_u32(o, "mode", &op->mode, err)) < 0)
 			return r;
 		op->mode &= 07777;
-		return 0;
+		if (proto_obj_get(o, "chmod_spec")) {
+			op->chmod_spec = proto_obj_get_strdup(o, "chmod_spec");
+			if (!op->chmod_spec || op_mode_check(op->chmod_spec) < 0)
+				return kiln_err_set(err, KILN_EPROTO, "copy_from op with a bad chmod_spec");
+		}
+		r = unpack_strv(o, "excludes", &op->excludes, &op->n_excludes, err);
+		if (r < 0)
+			return r;
+		return unpack_chown_names(o, op, err);
 	}
 	return kiln_err_set(err, KILN_EPROTO, "unknown op kind");
 }
@@ -391,10 +459,119 @@ op_release(struct op *op)
 	for (size_t i = 0; i < op->n_entries; i++) {
 		free(op->entries[i].path);
 		free(op->entries[i].link);
+		free(op->entries[i].unpack_dir);
+		free(op->entries[i].url);
 	}
 	free(op->entries);
 	free(op->path);
 	op_strv_free(op->srcs, op->n_srcs);
 	free(op->dest);
+	free(op->chmod_spec);
+	op_strv_free(op->excludes, op->n_excludes);
+	free(op->chown_user);
+	free(op->chown_group);
 	memset(op, 0, sizeof(*op));
+}
+
+/* ---- symbolic modes ---- */
+
+enum { WHO_U = 1, WHO_G = 2, WHO_O = 4, WHO_A = 7 };
+
+/* The rwx bits of class who (one of u, g, o) moved to the low 3 bits. */
+static uint32_t
+class_bits(uint32_t mode, int who)
+{
+	return who == WHO_U ? (mode >> 6) & 7 : who == WHO_G ? (mode >> 3) & 7 : mode & 7;
+}
+
+/* Spread 3 rwx bits to every class in who. */
+static uint32_t
+spread(uint32_t rwx, int who)
+{
+	return ((who & WHO_U) ? rwx << 6 : 0) | ((who & WHO_G) ? rwx << 3 : 0) | ((who & WHO_O) ? rwx : 0);
+}
+
+/* Walk spec; with ret_mode NULL only check it. */
+static int
+mode_walk(const char *spec, uint32_t mode, bool dir, uint32_t *ret_mode)
+{
+	const char *p = spec;
+
+	if (!*p)
+		return -EINVAL;
+	for (;;) {
+		int who = 0;
+
+		for (; *p && strchr("ugoa", *p); p++)
+			who |= *p == 'u' ? WHO_U : *p == 'g' ? WHO_G : *p == 'o' ? WHO_O : WHO_A;
+		if (!*p || !strchr("+-=", *p))
+			return -EINVAL;
+		while (*p && strchr("+-=", *p)) {
+			char op = *p++;
+			int eff = who ? who : WHO_A;    /* umask 0: no who is "a" */
+			uint32_t bits = 0, special = 0;
+
+			if (*p && strchr("ugo", *p) && (!p[1] || strchr(",+-=", p[1]))) {
+				/* copy another class: g=u */
+				bits = spread(class_bits(mode, *p == 'u' ? WHO_U : *p == 'g' ? WHO_G : WHO_O), eff);
+				p++;
+			} else {
+				for (; *p && strchr("rwxXst", *p); p++) {
+					switch (*p) {
+					case 'r': bits |= spread(4, eff); break;
+					case 'w': bits |= spread(2, eff); break;
+					case 'x': bits |= spread(1, eff); break;
+					case 'X':
+						if (dir || (mode & 0111))
+							bits |= spread(1, eff);
+						break;
+					case 's':
+						special |= ((eff & WHO_U) ? 04000 : 0) | ((eff & WHO_G) ? 02000 : 0);
+						break;
+					case 't':
+						if (!who || (who & WHO_O))
+							special |= 01000;
+						break;
+					}
+				}
+			}
+			bits |= special;
+			switch (op) {
+			case '+':
+				mode |= bits;
+				break;
+			case '-':
+				mode &= ~bits;
+				break;
+			case '=':
+				mode &= ~(spread(7, eff) | ((eff & WHO_U) ? 04000u : 0) |
+					  ((eff & WHO_G) ? 02000u : 0) | ((eff & WHO_O) ? 01000u : 0));
+				mode |= bits;
+				break;
+			}
+		}
+		if (!*p)
+			break;
+		if (*p != ',' || !p[1])
+			return -EINVAL;
+		p++;
+	}
+	if (ret_mode)
+		*ret_mode = mode & 07777;
+	return 0;
+}
+
+int
+op_mode_check(const char *spec)
+{
+	return mode_walk(spec, 0, false, NULL);
+}
+
+uint32_t
+op_mode_apply(const char *spec, uint32_t mode, bool dir)
+{
+	uint32_t out = mode & 07777;
+
+	(void) mode_walk(spec, mode & 07777, dir, &out);
+	return out;
 }

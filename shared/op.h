@@ -37,7 +37,8 @@ struct op_layer {
 	uint64_t size;
 };
 
-enum op_entry_kind { OP_ENTRY_FILE = 'f', OP_ENTRY_DIR = 'd', OP_ENTRY_SYMLINK = 'l' };
+/* OP_ENTRY_URL: the worker downloads url (ADD https://...) to path. */
+enum op_entry_kind { OP_ENTRY_FILE = 'f', OP_ENTRY_DIR = 'd', OP_ENTRY_SYMLINK = 'l', OP_ENTRY_URL = 'u' };
 
 struct op_entry {
 	char *path;                   /* absolute path in the image */
@@ -47,6 +48,14 @@ struct op_entry {
 	int64_t mtime;                /* unix seconds */
 	struct digest digest;         /* files: content blob */
 	char *link;                   /* symlinks: target */
+	/* files (ADD): when the content is a tar archive (plain, gzip, bzip2,
+	 * xz or zstd, sniffed by content as BuildKit does), extract it into
+	 * this directory instead of writing path; NULL: never extract */
+	char *unpack_dir;
+	/* OP_ENTRY_URL */
+	char *url;
+	bool has_checksum;            /* verify the download against checksum */
+	struct digest checksum;
 };
 
 struct op {
@@ -81,6 +90,15 @@ struct op {
 	uint32_t uid, gid;
 	bool chmod;                   /* else keep the source's modes */
 	uint32_t mode;
+	char *chmod_spec;             /* symbolic --chmod (op_mode_apply), applied per entry */
+	char **excludes;              /* --exclude patterns (ignore.h), relative to each source */
+	size_t n_excludes;
+	/* OP_COPY and OP_COPY_FROM: --chown names, resolved on the worker in the
+	 * destination's /etc/passwd and /etc/group; they override uid (and gid:
+	 * the user's primary group unless a group is given) and gid. NULL:
+	 * numeric or not given. */
+	char *chown_user;
+	char *chown_group;
 };
 
 /* Pack one op as a msgpack map. */
@@ -90,6 +108,14 @@ int op_unpack(const msgpack_object *o, struct op *ret, struct kiln_err *err);
 void op_release(struct op *op);
 /* Append helpers for builders of ops (return -ENOMEM). Strings are copied. */
 int op_add_arg(char ***v, size_t *n, const char *s);
+/* A symbolic chmod as `chmod` and BuildKit (BSD setmode, umask 0) take it:
+ * clauses "[ugoa]*[+-=][rwxXst]*|[ugo]" separated by commas, e.g.
+ * "u+x,go-w", "a=r", "u=rwX,g=u". op_mode_check returns 0 when spec is
+ * one, else -EINVAL; op_mode_apply gives the permission bits of an entry
+ * with mode (07777) after spec (which must pass op_mode_check); dir: X
+ * adds x to directories. */
+int op_mode_check(const char *spec);
+uint32_t op_mode_apply(const char *spec, uint32_t mode, bool dir);
 void op_strv_free(char **v, size_t n);
 
 #endif

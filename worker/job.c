@@ -18,9 +18,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "cas.h"
 #include "cleanup.h"
 #include "err.h"
+#include "ignore.h"
 #include "job.h"
 #include "layer.h"
 #include "oci.h"
@@ -483,10 +486,236 @@ prepare_parents(struct job *j, const char *upper, const char *path, struct kiln_
 	return 0;
 }
 
+/* ADD of a local file: when its content is a tar archive, extract it into
+ * e->unpack_dir and return 0; 1 when it is not an archive. */
+static int
+unpack_entry(struct job *j, const struct op_entry *e, const char *upper, int64_t uid, int64_t gid,
+	     struct kiln_err *err)
+{
+	_cleanup_free_ char *dir = kiln_strdupf("%s%s", upper, strcmp(e->unpack_dir, "/") ? e->unpack_dir : "");
+	_cleanup_free_ char *probe = kiln_strdupf("%s/.", e->unpack_dir);
+	char src[4096];
+	struct stat st;
+	bool made;
+	int r;
+
+	if (!dir || !probe)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	cas_path(j->cas, &e->digest, src, sizeof(src));
+	made = lstat(dir, &st) < 0;
+	/* dest and its parents, with the metadata they have below */
+	r = prepare_parents(j, upper, probe, err);
+	if (r < 0)
+		return r;
+	r = layer_unpack_archive(src, dir, uid, gid, err);
+	if (r < 0)
+		return kiln_err_wrap(err, "ADD: extract '%s'", e->path);
+	if (r == 1 && made)
+		(void) rmdir(dir);      /* not an archive: the file goes to e->path */
+	return r;
+}
+
+/* ---- --chown names, resolved in the destination's /etc/passwd and
+ * /etc/group (BuildKit reads them from the snapshot the copy goes into) ---- */
+
+#define DB_MAX (4 << 20)
+
+/* Field 2 (uid or gid) and, for passwd, field 3 (primary gid) of the line
+ * of db (relative to the image root, e.g. "etc/passwd") naming name. */
+static int
+db_lookup(struct job *j, const char *db, const char *name, uint32_t *ret_id, uint32_t *ret_gid,
+	  bool *ret_found, struct kiln_err *err)
+{
+	_cleanup_free_ char *real = NULL;
+	_cleanup_free_ char *buf = NULL;
+	struct stat st;
+	size_t len = 0;
+	int r;
+
+	*ret_found = false;
+	if (snap_resolve(j->stack, j->n_stack, db, &st, &real) != 1 || !S_ISREG(st.st_mode))
+		return 0;
+	r = kiln_read_file_at(AT_FDCWD, real, DB_MAX, &buf, &len);
+	if (r < 0)
+		return kiln_err_errno(err, -r, "read '%s'", db);
+	for (char *line = buf, *next; line && line < buf + len; line = next) {
+		char *f[4] = { 0 };
+		char *nl = memchr(line, '\n', (size_t) (buf + len - line));
+		char *p = line;
+		size_t n = 0;
+
+		next = nl ? nl + 1 : NULL;
+		if (nl)
+			*nl = '\0';
+		while (n < 4 && p) {
+			f[n++] = p;
+			p = strchr(p, ':');
+			if (p)
+				*p++ = '\0';
+		}
+		if (n < 3 || strcmp(f[0], name) != 0)
+			continue;
+		*ret_id = (uint32_t) strtoul(f[2], NULL, 10);
+		if (ret_gid && n >= 4)
+			*ret_gid = (uint32_t) strtoul(f[3], NULL, 10);
+		*ret_found = true;
+		return 0;
+	}
+	return 0;
+}
+
+static bool
+is_number(const char *s, uint32_t *ret)
+{
+	char *end;
+	unsigned long v;
+
+	if (!*s || strspn(s, "0123456789") != strlen(s))
+		return false;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || v > UINT32_MAX)
+		return false;
+	*ret = (uint32_t) v;
+	return true;
+}
+
+/* uid and gid for op's --chown: the numbers the planner put in op->uid and
+ * op->gid, overridden by what the names resolve to. */
+static int
+job_resolve_chown(struct job *j, const struct op *op, uint32_t *ret_uid, uint32_t *ret_gid,
+		  struct kiln_err *err)
+{
+	uint32_t uid = op->uid, gid = op->gid;
+	bool found;
+	int r;
+
+	if (op->chown_user && !is_number(op->chown_user, &uid)) {
+		r = db_lookup(j, "/etc/passwd", op->chown_user, &uid, &gid, &found, err);
+		if (r < 0)
+			return r;
+		if (!found)
+			return kiln_err_set(err, ENOENT, "unable to find user %s: no matching entries in "
+					    "passwd file", op->chown_user);
+	} else if (op->chown_user) {
+		gid = uid;
+	}
+	if (op->chown_group && !is_number(op->chown_group, &gid)) {
+		r = db_lookup(j, "/etc/group", op->chown_group, &gid, NULL, &found, err);
+		if (r < 0)
+			return r;
+		if (!found)
+			return kiln_err_set(err, ENOENT, "unable to find group %s: no matching entries in "
+					    "group file", op->chown_group);
+	}
+	*ret_uid = uid;
+	*ret_gid = gid;
+	return 0;
+}
+
+/* ---- ADD https://... ---- */
+
+#define URL_MAX ((curl_off_t) 16 << 30)    /* bytes of one download */
+
+struct dl {
+	int fd;
+	struct digest_ctx *dc;
+	int werr;
+};
+
+static size_t
+dl_write(char *data, size_t size, size_t nmemb, void *p)
+{
+	struct dl *d = p;
+	size_t n = size * nmemb;
+
+	if (kiln_write_all(d->fd, data, n) < 0) {
+		d->werr = errno ? errno : EIO;
+		return 0;
+	}
+	digest_ctx_update(d->dc, data, n);
+	return n;
+}
+
+/* Download e->url to dst (created 0600), verify the checksum, and return
+ * the Last-Modified time (or -1). */
+static int
+download(const struct op_entry *e, const char *dst, int64_t *ret_mtime, struct kiln_err *err)
+{
+	struct dl d = { .fd = -1 };
+	char ebuf[CURL_ERROR_SIZE] = "";
+	curl_off_t ft = -1;
+	struct digest got;
+	long status = 0;
+	CURL *c;
+	CURLcode cr;
+	int r = 0;
+
+	(void) unlink(dst);
+	d.fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (d.fd < 0)
+		return kiln_err_errno(err, errno, "create '%s'", e->path);
+	d.dc = digest_ctx_new();
+	c = curl_easy_init();
+	if (!c || !d.dc) {
+		r = kiln_err_set(err, ENOMEM, "out of memory");
+		goto out;
+	}
+	curl_easy_setopt(c, CURLOPT_URL, e->url);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
+	curl_easy_setopt(c, CURLOPT_FILETIME, 1L);
+	curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, URL_MAX);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "kiln");
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, dl_write);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &d);
+	cr = curl_easy_perform(c);
+	if (cr != CURLE_OK) {
+		r = d.werr ? kiln_err_errno(err, d.werr, "write '%s'", e->path)
+			   : kiln_err_set(err, EIO, "ADD %s: %s", e->url, *ebuf ? ebuf : curl_easy_strerror(cr));
+		goto out;
+	}
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	if (status < 200 || status >= 300) {
+		r = kiln_err_set(err, EIO, "ADD %s: invalid response status %ld", e->url, status);
+		goto out;
+	}
+	digest_ctx_final(d.dc, &got);
+	if (e->has_checksum && !digest_equal(&got, &e->checksum)) {
+		char a[DIGEST_STR_SIZE], b[DIGEST_STR_SIZE];
+
+		r = kiln_err_set(err, EBADMSG, "ADD %s: digest mismatch %s: %s", e->url,
+				 digest_fmt(&e->checksum, a), digest_fmt(&got, b));
+		goto out;
+	}
+	if (curl_easy_getinfo(c, CURLINFO_FILETIME_T, &ft) != CURLE_OK)
+		ft = -1;
+	*ret_mtime = ft;
+out:
+	if (c)
+		curl_easy_cleanup(c);
+	digest_ctx_free(d.dc);
+	(void) close(d.fd);
+	return r;
+}
+
 static int
 apply_copy(struct job *j, const struct op *op, const char *upper, struct kiln_err *err)
 {
+	uint32_t uid = 0, gid = 0;
+	bool names = op->chown_user || op->chown_group;
 	int r;
+
+	if (names) {
+		r = job_resolve_chown(j, op, &uid, &gid, err);
+		if (r < 0)
+			return r;
+	}
 
 	for (size_t i = 0; i < op->n_entries; i++) {
 		const struct op_entry *e = &op->entries[i];
@@ -507,10 +736,32 @@ apply_copy(struct job *j, const struct op *op, const char *upper, struct kiln_er
 				return kiln_err_errno(err, errno, "mkdir '%s'", e->path);
 			break;
 		case OP_ENTRY_FILE:
+			if (e->unpack_dir) {
+				r = unpack_entry(j, e, upper, names ? (int64_t) uid : -1,
+						 names ? (int64_t) gid : -1, err);
+				if (r < 0)
+					return r;
+				if (r == 0)
+					continue;
+			}
 			r = copy_blob(j, e, dst, err);
 			if (r < 0)
 				return r;
 			break;
+		case OP_ENTRY_URL: {
+			int64_t mtime = -1;
+
+			r = download(e, dst, &mtime, err);
+			if (r < 0)
+				return r;
+			if (mtime < 0)
+				mtime = j->epoch >= 0 ? j->epoch : (int64_t) time(NULL);
+			r = set_meta(dst, e->mode, names ? uid : e->uid, names ? gid : e->gid, mtime, false,
+				     err);
+			if (r < 0)
+				return r;
+			continue;
+		}
 		case OP_ENTRY_SYMLINK:
 			(void) unlink(dst);
 			if (symlink(e->link, dst) < 0)
@@ -518,7 +769,8 @@ apply_copy(struct job *j, const struct op *op, const char *upper, struct kiln_er
 			break;
 		}
 		if (e->kind != OP_ENTRY_DIR) {
-			r = set_meta(dst, e->mode, e->uid, e->gid, e->mtime, e->kind == OP_ENTRY_SYMLINK, err);
+			r = set_meta(dst, e->mode, names ? uid : e->uid, names ? gid : e->gid, e->mtime,
+				     e->kind == OP_ENTRY_SYMLINK, err);
 			if (r < 0)
 				return r;
 		}
@@ -534,7 +786,7 @@ apply_copy(struct job *j, const struct op *op, const char *upper, struct kiln_er
 		dst = kiln_strdupf("%s%s", upper, e->path);
 		if (!dst)
 			return kiln_err_set(err, ENOMEM, "out of memory");
-		r = set_meta(dst, e->mode, e->uid, e->gid, e->mtime, false, err);
+		r = set_meta(dst, e->mode, names ? uid : e->uid, names ? gid : e->gid, e->mtime, false, err);
 		if (r < 0)
 			return r;
 	}
@@ -642,11 +894,19 @@ nomem:
 	return kiln_err_set(err, ENOMEM, "out of memory");
 }
 
+/* What COPY --from applies to every entry it copies. */
+struct copy_from {
+	bool chown;
+	uint32_t uid, gid;              /* names already resolved */
+	const struct ignore *exclude;   /* NULL: none */
+};
+
 /* Copy the entry at spath (absolute, in src) to dpath (absolute, in the
- * image) inside upper; directories recursively. */
+ * image) inside upper; directories recursively. rel: spath relative to the
+ * source being copied ("" for the source itself), what --exclude matches. */
 static int
-copy_entry(struct job *j, const struct op *op, const struct job_snap *src, const char *spath,
-	   const char *dpath, const char *upper, struct kiln_err *err)
+copy_entry(struct job *j, const struct op *op, const struct copy_from *cf, const struct job_snap *src,
+	   const char *spath, const char *rel, const char *dpath, const char *upper, struct kiln_err *err)
 {
 	_cleanup_free_ char *real = NULL;
 	_cleanup_free_ char *dst = kiln_strdupf("%s%s", upper, strcmp(dpath, "/") ? dpath : "");
@@ -658,9 +918,20 @@ copy_entry(struct job *j, const struct op *op, const struct job_snap *src, const
 		return kiln_err_set(err, ENOMEM, "out of memory");
 	if (snap_resolve(src->stack, src->n_stack, spath, &st, &real) != 1)
 		return kiln_err_set(err, ENOENT, "COPY --from: \"%s\": not found", spath);
-	uid = op->chown ? op->uid : st.st_uid;
-	gid = op->chown ? op->gid : st.st_gid;
-	mode = op->chmod ? op->mode : (st.st_mode & 07777);
+	if (cf->exclude && *rel) {
+		bool skip = false;
+
+		r = ignore_match(cf->exclude, rel, &skip, err);
+		if (r < 0)
+			return kiln_err_wrap(err, "COPY --exclude");
+		if (skip)
+			return 0;
+	}
+	uid = cf->chown ? cf->uid : st.st_uid;
+	gid = cf->chown ? cf->gid : st.st_gid;
+	mode = op->chmod ? op->mode :
+	       op->chmod_spec ? op_mode_apply(op->chmod_spec, st.st_mode & 07777, S_ISDIR(st.st_mode)) :
+	       (st.st_mode & 07777);
 	if (strcmp(dpath, "/") != 0) {
 		r = prepare_parents(j, upper, dpath, err);
 		if (r < 0)
@@ -679,9 +950,10 @@ copy_entry(struct job *j, const struct op *op, const struct job_snap *src, const
 		for (size_t i = 0; r == 0 && i < n_names; i++) {
 			_cleanup_free_ char *s2 = kiln_strdupf("%s/%s", strcmp(spath, "/") ? spath : "", names[i]);
 			_cleanup_free_ char *d2 = kiln_strdupf("%s/%s", strcmp(dpath, "/") ? dpath : "", names[i]);
+			_cleanup_free_ char *r2 = *rel ? kiln_strdupf("%s/%s", rel, names[i]) : strdup(names[i]);
 
-			r = s2 && d2 ? copy_entry(j, op, src, s2, d2, upper, err)
-				     : kiln_err_set(err, ENOMEM, "out of memory");
+			r = s2 && d2 && r2 ? copy_entry(j, op, cf, src, s2, r2, d2, upper, err)
+					   : kiln_err_set(err, ENOMEM, "out of memory");
 		}
 		op_strv_free(names, n_names);
 		if (r < 0)
@@ -726,9 +998,37 @@ copy_entry(struct job *j, const struct op *op, const struct job_snap *src, const
 	return set_meta(dst, mode, uid, gid, st.st_mtim.tv_sec, false, err);
 }
 
+static int copy_from_srcs(struct job *j, const struct op *op, const struct copy_from *cf,
+			  const struct job_snap *src, const char *upper, struct kiln_err *err);
+
 static int
 apply_copy_from(struct job *j, const struct op *op, const struct job_snap *src, const char *upper,
 		struct kiln_err *err)
+{
+	struct copy_from cf = { .chown = op->chown, .uid = op->uid, .gid = op->gid };
+	struct ignore *ig = NULL;
+	int r = 0;
+
+	if (op->chown_user || op->chown_group) {
+		r = job_resolve_chown(j, op, &cf.uid, &cf.gid, err);
+		if (r < 0)
+			return r;
+		cf.chown = true;
+	}
+	if (op->n_excludes) {
+		r = ignore_new((const char *const *) op->excludes, op->n_excludes, &ig, err);
+		if (r < 0)
+			return kiln_err_wrap(err, "COPY --exclude");
+		cf.exclude = ig;
+	}
+	r = copy_from_srcs(j, op, &cf, src, upper, err);
+	ignore_free(ig);
+	return r;
+}
+
+static int
+copy_from_srcs(struct job *j, const struct op *op, const struct copy_from *cf, const struct job_snap *src,
+	       const char *upper, struct kiln_err *err)
 {
 	for (size_t i = 0; i < op->n_srcs; i++) {
 		char **matches = NULL;
@@ -753,8 +1053,17 @@ apply_copy_from(struct job *j, const struct op *op, const struct job_snap *src, 
 				to = kiln_strdupf("%s/%s", strcmp(op->dest, "/") ? op->dest : "",
 						  base ? base + 1 : matches[k]);
 			}
-			r = to ? copy_entry(j, op, src, matches[k], to, upper, err)
-			       : kiln_err_set(err, ENOMEM, "out of memory");
+			/* a wildcard's matches are excluded as paths of the source */
+			if (r == 0 && to && cf->exclude && has_glob(op->srcs[i])) {
+				bool skip = false;
+
+				r = ignore_match(cf->exclude, matches[k] + 1, &skip, err);
+				if (r == 0 && skip)
+					continue;
+			}
+			if (r == 0)
+				r = to ? copy_entry(j, op, cf, src, matches[k], "", to, upper, err)
+				       : kiln_err_set(err, ENOMEM, "out of memory");
 		}
 		op_strv_free(matches, n);
 		if (r < 0)

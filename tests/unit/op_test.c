@@ -84,6 +84,48 @@ copy_and_image_roundtrip(void **state)
 }
 
 static void
+copy_add_fields_roundtrip(void **state)
+{
+	char *ex[] = { "*.o", "!keep.o" };
+	struct op_entry e[2] = {
+		{ .path = "/d/a.tgz", .kind = OP_ENTRY_FILE, .mode = 0644, .unpack_dir = "/d" },
+		{ .path = "/d/tool", .kind = OP_ENTRY_URL, .mode = 0600, .url = "https://h.example/tool",
+		  .has_checksum = true },
+	};
+	struct op copy = { .kind = OP_COPY, .input = 0, .entries = e, .n_entries = 2,
+			   .chown_user = "app", .chown_group = "staff" };
+	struct op from = { .kind = OP_COPY_FROM, .input = 0, .from = 0, .srcs = (char *[]) { "/x" },
+			   .n_srcs = 1, .dest = "/y", .chmod_spec = "u=rwX,go=rX", .excludes = ex,
+			   .n_excludes = 2, .chown_user = "app" };
+	struct kiln_err err = { 0 };
+	struct op out;
+
+	(void) state;
+	memset(e[1].checksum.raw, 7, sizeof(e[1].checksum.raw));
+	assert_int_equal(roundtrip(&copy, &out, &err), 0);
+	assert_string_equal(out.chown_user, "app");
+	assert_string_equal(out.chown_group, "staff");
+	assert_string_equal(out.entries[0].unpack_dir, "/d");
+	assert_int_equal(out.entries[1].kind, OP_ENTRY_URL);
+	assert_string_equal(out.entries[1].url, "https://h.example/tool");
+	assert_true(out.entries[1].has_checksum);
+	assert_true(digest_equal(&out.entries[1].checksum, &e[1].checksum));
+	op_release(&out);
+	assert_int_equal(roundtrip(&from, &out, &err), 0);
+	assert_string_equal(out.chmod_spec, "u=rwX,go=rX");
+	assert_int_equal(out.n_excludes, 2);
+	assert_string_equal(out.excludes[1], "!keep.o");
+	assert_string_equal(out.chown_user, "app");
+	assert_null(out.chown_group);
+	op_release(&out);
+	e[1].url = "file:///etc/passwd";
+	assert_int_equal(roundtrip(&copy, &out, &err), -KILN_EPROTO);
+	e[1].url = "https://h.example/tool";
+	e[0].unpack_dir = "/d/../..";
+	assert_int_equal(roundtrip(&copy, &out, &err), -KILN_EPROTO);
+}
+
+static void
 refuses_escaping_paths(void **state)
 {
 	const char *bad[] = { "relative", "/a/../../etc", "/..", "/a/..", "" };
@@ -172,6 +214,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(run_roundtrip),
 		cmocka_unit_test(copy_and_image_roundtrip),
+		cmocka_unit_test(copy_add_fields_roundtrip),
 		cmocka_unit_test(refuses_escaping_paths),
 		cmocka_unit_test(copy_from_roundtrip),
 		cmocka_unit_test(refuses_malformed),

@@ -1,5 +1,6 @@
 /* Unit tests for the frontend planner: Dockerfile + context listing +
  * base images -> ops and image config. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -9,6 +10,7 @@
 
 #include "err.h"
 #include "oci.h"
+#include "op.h"
 #include "plan.h"
 #include "plan-internal.h"
 
@@ -239,6 +241,162 @@ copy_chown_chmod(void **state)
 	plan_free(p);
 	assert_true(plan_str("FROM scratch\nCOPY --chmod=9z a.txt /a\n", NULL, NULL, 0, &p, &err) < 0);
 	assert_non_null(strstr(err.msg, "Dockerfile:2"));
+}
+
+static void
+copy_chown_names(void **state)
+{
+	struct kiln_err err = { 0 };
+	struct plan *p = NULL;
+
+	(void) state;
+	assert_int_equal(plan_str("FROM scratch\nCOPY --chown=app:staff a.txt /a\n"
+				  "COPY --chown=app b.txt /b\nCOPY --chown=7:staff b.txt /c\n"
+				  "COPY --chown=7:8 b.txt /d\n", NULL, NULL, 0, &p, &err), 0);
+	assert_string_equal(p->ops[1].chown_user, "app");
+	assert_string_equal(p->ops[1].chown_group, "staff");
+	assert_string_equal(p->ops[2].chown_user, "app");
+	assert_null(p->ops[2].chown_group);
+	/* a number next to a name travels as a string too */
+	assert_string_equal(p->ops[3].chown_user, "7");
+	assert_string_equal(p->ops[3].chown_group, "staff");
+	assert_null(p->ops[4].chown_user);
+	assert_int_equal(p->ops[4].entries[0].uid, 7);
+	assert_int_equal(p->ops[4].entries[0].gid, 8);
+	plan_free(p);
+	assert_true(plan_str("FROM scratch\nCOPY --chown=a:b:c a.txt /a\n", NULL, NULL, 0, &p, &err) < 0);
+	assert_non_null(strstr(err.msg, "user[:group]"));
+	assert_true(plan_str("FROM scratch\nCOPY --chown=:g a.txt /a\n", NULL, NULL, 0, &p, &err) < 0);
+}
+
+static void
+chmod_symbolic(void **state)
+{
+	struct kiln_err err = { 0 };
+	struct plan *p = NULL;
+
+	(void) state;
+	assert_int_equal(op_mode_apply("u+x,go-w", 0666, false), 0744);
+	assert_int_equal(op_mode_apply("a=r", 0755, true), 0444);
+	assert_int_equal(op_mode_apply("u=rwx,g=rx", 0600, false), 0750);
+	assert_int_equal(op_mode_apply("u=rwX,go=rX", 0600, true), 0755);
+	assert_int_equal(op_mode_apply("u=rwX,go=rX", 0600, false), 0644);
+	assert_int_equal(op_mode_apply("u=rwX,go=rX", 0700, false), 0755);
+	assert_int_equal(op_mode_apply("g=u", 0740, false), 0770);
+	assert_int_equal(op_mode_apply("+x", 0600, false), 0711);
+	assert_int_equal(op_mode_apply("u+s,+t", 0755, false), 05755);
+	assert_int_equal(op_mode_apply("o-rwx", 0777, false), 0770);
+	assert_int_equal(op_mode_apply("a-x,u+x", 0777, false), 0766);
+	assert_int_equal(op_mode_check("u+x"), 0);
+	assert_int_equal(op_mode_check("u"), -EINVAL);
+	assert_int_equal(op_mode_check("u+x,"), -EINVAL);
+	assert_int_equal(op_mode_check("z+x"), -EINVAL);
+	assert_int_equal(op_mode_check("u+q"), -EINVAL);
+	assert_int_equal(op_mode_check(""), -EINVAL);
+	/* per entry, directories too */
+	assert_int_equal(plan_str("FROM scratch\nCOPY --chmod=u=rwX,go=rX src /s\n", NULL, NULL, 0, &p,
+				  &err), 0);
+	assert_string_equal(p->ops[1].entries[0].path, "/s");
+	assert_int_equal(p->ops[1].entries[0].mode, 0755);
+	assert_string_equal(p->ops[1].entries[1].path, "/s/main.c");
+	assert_int_equal(p->ops[1].entries[1].mode, 0644);
+	assert_string_equal(p->ops[1].entries[2].path, "/s/sub");
+	assert_int_equal(p->ops[1].entries[2].mode, 0755);
+	plan_free(p);
+	assert_int_equal(plan_str("FROM scratch AS a\nFROM scratch\nCOPY --from=a --chmod=g=u / /x\n",
+				  NULL, NULL, 0, &p, &err), 0);
+	assert_string_equal(p->ops[1].chmod_spec, "g=u");
+	plan_free(p);
+	assert_true(plan_str("FROM scratch\nCOPY --chmod=u+y a.txt /a\n", NULL, NULL, 0, &p, &err) < 0);
+	assert_non_null(strstr(err.msg, "invalid chmod parameter"));
+}
+
+static void
+copy_parents_exclude(void **state)
+{
+	struct kiln_err err = { 0 };
+	struct plan *p = NULL;
+	const struct op *o;
+
+	(void) state;
+	assert_int_equal(plan_str("FROM scratch\nCOPY --parents src/sub/x.c docs/readme.md /d/\n",
+				  NULL, NULL, 0, &p, &err), 0);
+	o = &p->ops[1];
+	assert_int_equal(o->n_entries, 5);
+	assert_string_equal(o->entries[0].path, "/d/src");
+	assert_int_equal(o->entries[0].mode, 0755);
+	assert_string_equal(o->entries[1].path, "/d/src/sub");
+	assert_int_equal(o->entries[1].mode, 0700);
+	assert_string_equal(o->entries[2].path, "/d/src/sub/x.c");
+	assert_string_equal(o->entries[3].path, "/d/docs");
+	assert_string_equal(o->entries[4].path, "/d/docs/readme.md");
+	assert_non_null(strstr(p->hist[0].created_by, "COPY --parents src/sub/x.c"));
+	plan_free(p);
+	/* the pivot: only what follows "/./" is kept */
+	assert_int_equal(plan_str("FROM scratch\nCOPY --parents ./src/./sub/*.c /d\n",
+				  NULL, NULL, 0, &p, &err), 0);
+	o = &p->ops[1];
+	assert_int_equal(o->n_entries, 2);
+	assert_string_equal(o->entries[0].path, "/d/sub");
+	assert_string_equal(o->entries[1].path, "/d/sub/x.c");
+	plan_free(p);
+	/* --exclude: below a directory source, and on wildcard matches */
+	assert_int_equal(plan_str("FROM scratch\nCOPY --exclude=*.c --exclude=sub src /s\n"
+				  "COPY --exclude=b.* *.txt /t/\n", NULL, NULL, 0, &p, &err), 0);
+	o = &p->ops[1];
+	assert_int_equal(o->n_entries, 1);
+	assert_string_equal(o->entries[0].path, "/s");
+	o = &p->ops[2];
+	assert_int_equal(o->n_entries, 1);
+	assert_string_equal(o->entries[0].path, "/t/a.txt");
+	plan_free(p);
+	assert_int_equal(plan_str("FROM scratch AS a\nFROM scratch\nCOPY --from=a --exclude=*.o / /x\n",
+				  NULL, NULL, 0, &p, &err), 0);
+	assert_int_equal(p->ops[1].n_excludes, 1);
+	assert_string_equal(p->ops[1].excludes[0], "*.o");
+	plan_free(p);
+	assert_true(plan_str("FROM scratch AS a\nFROM scratch\nCOPY --from=a --parents /x /y/\n",
+			     NULL, NULL, 0, &p, &err) < 0);
+	assert_non_null(strstr(err.msg, "--parents"));
+}
+
+static void
+add_archive_and_url(void **state)
+{
+	struct kiln_err err = { 0 };
+	struct plan *p = NULL;
+	const struct op *o;
+
+	(void) state;
+	assert_int_equal(plan_str("FROM scratch\nADD a.txt /x\nADD --unpack=false b.txt /y/\n"
+				  "ADD --chmod=0755 https://h.example/d/tool?v=1 /bin/\n"
+				  "ADD --checksum=sha256:"
+				  "0000000000000000000000000000000000000000000000000000000000000000 https://h.example/ /f\n"
+				  "COPY a.txt /z\n", NULL, NULL, 0, &p, &err), 0);
+	assert_string_equal(p->ops[1].entries[0].unpack_dir, "/x");
+	assert_null(p->ops[2].entries[0].unpack_dir);
+	o = &p->ops[3];
+	assert_int_equal(o->entries[0].kind, OP_ENTRY_URL);
+	assert_string_equal(o->entries[0].path, "/bin/tool");
+	assert_string_equal(o->entries[0].url, "https://h.example/d/tool?v=1");
+	assert_int_equal(o->entries[0].mode, 0755);
+	assert_false(o->entries[0].has_checksum);
+	o = &p->ops[4];
+	assert_string_equal(o->entries[0].path, "/f");
+	assert_int_equal(o->entries[0].mode, 0600);
+	assert_true(o->entries[0].has_checksum);
+	assert_null(p->ops[5].entries[0].unpack_dir);
+	plan_free(p);
+	assert_int_equal(plan_str("FROM scratch\nADD http://h.example /d/\n", NULL, NULL, 0, &p, &err), 0);
+	assert_string_equal(p->ops[1].entries[0].path, "/d/__unnamed__");
+	plan_free(p);
+	assert_true(plan_str("FROM scratch\nADD --checksum=sha256:00 a.txt /x\n", NULL, NULL, 0, &p,
+			     &err) < 0);
+	assert_true(plan_str("FROM scratch\nADD --checksum=sha256:"
+			     "0000000000000000000000000000000000000000000000000000000000000000 a.txt /x\n",
+			     NULL, NULL, 0, &p, &err) < 0);
+	assert_non_null(strstr(err.msg, "http(s)"));
+	assert_true(plan_str("FROM scratch\nCOPY https://h.example/x /x\n", NULL, NULL, 0, &p, &err) < 0);
 }
 
 static void
@@ -700,6 +858,10 @@ main(void)
 		cmocka_unit_test(entrypoint_resets_inherited_cmd),
 		cmocka_unit_test(copy_directory_and_glob),
 		cmocka_unit_test(copy_chown_chmod),
+		cmocka_unit_test(copy_chown_names),
+		cmocka_unit_test(chmod_symbolic),
+		cmocka_unit_test(copy_parents_exclude),
+		cmocka_unit_test(add_archive_and_url),
 		cmocka_unit_test(named_context_base),
 		cmocka_unit_test(stages_and_target),
 		cmocka_unit_test(graph_copy_from_chain_base_needed),
