@@ -950,13 +950,11 @@ main(int argc, char **argv)
 		if (r < 0)
 			return log_error_err(&err, "curve"), 1;
 	}
-	if (zsock_connect(w.sock, "%s", endpoint) < 0) {
-		log_error("cannot connect to '%s'", endpoint);
-		return 1;
-	}
 	if (kiln_startswith(endpoint, "tcp://")) {
 		/* Tell the operator why nothing happens when the coordinator
-		 * refuses this node's key. */
+		 * refuses this node's key. Attached before connecting: libzmq
+		 * does not retry a handshake the server refused, so the one
+		 * event must not be missed. */
 		monitor = zactor_new(zmonitor, w.sock);
 		if (monitor) {
 			/* czmq only knows the handshake events under ALL. */
@@ -964,6 +962,10 @@ main(int argc, char **argv)
 			zstr_send(monitor, "START");
 			zsock_wait(monitor);
 		}
+	}
+	if (zsock_connect(w.sock, "%s", endpoint) < 0) {
+		log_error("cannot connect to '%s'", endpoint);
+		return 1;
 	}
 	send_register(&w);
 	log_info("node '%s' connecting to %s", w.name, endpoint);
