@@ -7,9 +7,9 @@
  * stage's environment; a relative destination is taken from the working
  * directory and a trailing "/" (or ".") means "into this directory"; sources
  * of --from are absolute in the source's filesystem; a wildcard that matches
- * nothing copies nothing; history reads "COPY [--parents] [--chown=..]
- * [--chmod=..] SRC... DEST # buildkit" with expanded words and without
- * --from or --link.
+ * nothing copies nothing; history reads "COPY [--parents] SRC... DEST
+ * # buildkit" with expanded words and without --chown, --chmod, --from or
+ * --link, as Docker 20.10's BuildKit writes it.
  *
  * --chown names and ADD's archive extraction and URL downloads are left to
  * the worker (op fields chown_user/chown_group, entry unpack_dir, entries of
@@ -184,6 +184,15 @@ copy_source(struct ctx *c, int line, struct op *op, const struct plan_file *f, c
 		if (!to)
 			return plan_nomem(c);
 		r = add_entry(c, op, f, to, co);
+		if (r == 0 && !into_dir && f->kind == OP_ENTRY_FILE) {
+			/* only the worker sees whether dest is a directory */
+			struct op_entry *e = &op->entries[op->n_entries - 1];
+
+			e->path_if_dir = kiln_strdupf("%s/%s", strcmp(dest, "/") ? dest : "",
+						      base ? base + 1 : name);
+			if (!e->path_if_dir)
+				return plan_nomem(c);
+		}
 		if (r == 0 && co->unpack && f->kind == OP_ENTRY_FILE) {
 			/* BuildKit extracts a named archive into dest (as a directory) */
 			struct op_entry *e = &op->entries[op->n_entries - 1];
@@ -195,9 +204,13 @@ copy_source(struct ctx *c, int line, struct op *op, const struct plan_file *f, c
 		return r;
 	}
 	if (f && strcmp(dest, "/") != 0) {
+		/* BuildKit makes dest (mkdir -p, 0755, --chown's owners) before it
+		 * copies the contents, and leaves an existing one as it is */
 		r = add_entry(c, op, f, dest, co);
 		if (r < 0)
 			return r;
+		op->entries[op->n_entries - 1].is_root = true;
+		op->entries[op->n_entries - 1].mode = 0755;
 	}
 	for (size_t i = 0; i < c->in->n_files; i++) {
 		const struct plan_file *e = &c->in->files[i];
@@ -459,6 +472,11 @@ url_source(struct ctx *c, const char *src, const char *dest, bool into_dir, cons
 		return -c->err->code;
 	e->kind = OP_ENTRY_URL;
 	e->path = into_dir ? kiln_strdupf("%s/%s", strcmp(dest, "/") ? dest : "", name) : strdup(dest);
+	if (!into_dir) {
+		e->path_if_dir = kiln_strdupf("%s/%s", strcmp(dest, "/") ? dest : "", name);
+		if (!e->path_if_dir)
+			return plan_nomem(c);
+	}
 	e->url = strdup(src);
 	e->mode = entry_mode(co, 0600, OP_ENTRY_FILE);
 	e->uid = co->chown ? co->uid : 0;
@@ -772,6 +790,9 @@ plan_copy(struct ctx *c, struct stage *s, const struct plan_cmd *cmd, bool add)
 		}
 	} else {
 		op.kind = OP_COPY;
+		op.chown = co.chown;
+		op.uid = co.uid;
+		op.gid = co.gid;
 		r = context_sources(c, line, &srcs, label, dest, into_dir || co.parents, &co, add,
 				    has_checksum, &op);
 		if (r < 0)
@@ -780,26 +801,13 @@ plan_copy(struct ctx *c, struct stage *s, const struct plan_cmd *cmd, bool add)
 	op.chown_user = STEAL_PTR(co.chown_user);
 	op.chown_group = STEAL_PTR(co.chown_group);
 
-	/* history: "COPY [--parents] [--chown=..] [--chmod=..] SRC... DEST" */
+	/* history: "COPY [--parents] SRC... DEST"; BuildKit of Docker 20.10
+	 * writes no --chown, --chmod or --from (dispatchCopy's commitMessage
+	 * holds only sources and destination). --parents came later and keeps
+	 * the wording of the BuildKit that has it. */
 	if (co.parents && strv_add(&hist, "--parents") < 0) {
 		r = plan_nomem(c);
 		goto out;
-	}
-	if (chown && *chown) {
-		_cleanup_free_ char *f = kiln_strdupf("--chown=%s", chown);
-
-		if (!f || strv_add(&hist, f) < 0) {
-			r = plan_nomem(c);
-			goto out;
-		}
-	}
-	if (chmod && *chmod) {
-		_cleanup_free_ char *f = kiln_strdupf("--chmod=%s", chmod);
-
-		if (!f || strv_add(&hist, f) < 0) {
-			r = plan_nomem(c);
-			goto out;
-		}
 	}
 	for (size_t i = 0; i < srcs.n; i++)
 		if (strv_add(&hist, srcs.v[i]) < 0) {

@@ -82,6 +82,10 @@ entries_json(const struct op *o)
 			json_object_set_new(j, "url", json_string(e->url));
 		if (j && e->has_checksum)
 			json_object_set_new(j, "checksum", digest_json(&e->checksum));
+		if (j && e->path_if_dir)
+			json_object_set_new(j, "path_if_dir", json_string(e->path_if_dir));
+		if (j && e->is_root)
+			json_object_set_new(j, "is_root", json_true());
 		json_array_append_new(a, j);
 	}
 	return a;
@@ -126,9 +130,16 @@ op_json(const struct plan *p, size_t i)
 	case OP_COPY:
 		json_object_set_new(j, "entries", entries_json(o));
 		copy_names_json(j, o);
+		if (o->chown) {
+			json_object_set_new(j, "chown", json_true());
+			json_object_set_new(j, "uid", json_integer(o->uid));
+			json_object_set_new(j, "gid", json_integer(o->gid));
+		}
 		break;
 	case OP_MKDIR:
 		json_object_set_new(j, "path", str_or_null(o->path));
+		if (o->user && *o->user)
+			json_object_set_new(j, "user", json_string(o->user));
 		break;
 	case OP_COPY_FROM:
 		json_object_set_new(j, "from", json_integer(o->from));

@@ -9,9 +9,12 @@
  * STOPSIGNAL, COPY/ADD. The commands of RUN, CMD, ENTRYPOINT and HEALTHCHECK
  * are left to the shell.
  *
- * History wording follows Go's fmt: CMD and ENTRYPOINT print their list
- * with %q (["a" "b"]), SHELL and VOLUME with %v ([a b]), HEALTHCHECK its
- * struct with %+v and durations as time.Duration prints them. */
+ * History wording is Docker 20.10's BuildKit (v0.8) and follows Go's fmt:
+ * CMD and ENTRYPOINT print their list with %q (["a" "b"]), SHELL and VOLUME
+ * with %v ([a b]), EXPOSE its port set with %v (map[80/tcp:{}], keys
+ * sorted), HEALTHCHECK its *HealthConfig with %q (&{["CMD" "x"] "30s" "0s"
+ * "0s" '\x03'}: durations as time.Duration prints them, Retries as a rune).
+ * ARG shows the instruction as declared, never a --build-arg value. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -142,6 +145,37 @@ plan_go_list(char *const *v, size_t n)
 	_cleanup_free_ char *j = strv_join(&s, " ");
 
 	return j ? kiln_strdupf("[%s]", j) : NULL;
+}
+
+/* Go's %q of an integer: strconv.QuoteRune of it, with values past
+ * U+10FFFF (and negative ones) as U+FFFD. */
+static void
+go_quote_rune(struct gbuf *b, long v)
+{
+	static const char hex[] = "0123456789abcdef";
+	static const char esc[] = "abtnvfr";   /* \a (7) to \r (13) */
+	uint32_t r = v < 0 || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF) ? GOSTR_RUNE_ERROR :
+		     (uint32_t) v;
+	char tmp[16];
+
+	gbuf_putc(b, '\'');
+	if (r == '\'' || r == '\\') {
+		gbuf_putc(b, '\\');
+		gbuf_putc(b, (char) r);
+	} else if (gostr_is_print(r)) {
+		gbuf_put_rune(b, r);
+	} else if (r >= 7 && r <= 13) {
+		gbuf_putc(b, '\\');
+		gbuf_putc(b, esc[r - 7]);
+	} else if (r < ' ' || r == 0x7f) {
+		gbuf_puts(b, "\\x");
+		gbuf_putc(b, hex[r >> 4]);
+		gbuf_putc(b, hex[r & 0xf]);
+	} else {
+		snprintf(tmp, sizeof(tmp), r < 0x10000 ? "\\u%04" PRIx32 : "\\U%08" PRIx32, r);
+		gbuf_puts(b, tmp);
+	}
+	gbuf_putc(b, '\'');
 }
 
 /* ---- helpers ---- */
@@ -287,7 +321,9 @@ dispatch_kv(struct ctx *c, struct stage *s, const struct plan_cmd *cmd, bool is_
 }
 
 /* ARG NAME[=default]: the --build-arg, else the default (expanded), else
- * the global value of that name; it reaches the build-time environment. */
+ * the global value of that name; it reaches the build-time environment.
+ * History shows NAME[=default] as declared (BuildKit expands the default
+ * even when a --build-arg replaces it), never the --build-arg value. */
 static int
 dispatch_arg(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
 {
@@ -299,26 +335,30 @@ dispatch_arg(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
 	for (size_t i = 0; i < n->n_args && r == 0; i++) {
 		const char *eq = strchr(n->args[i], '='), *v;
 		char *key = eq ? strndup(n->args[i], (size_t) (eq - n->args[i])) : strdup(n->args[i]);
-		char *val = NULL, *entry;
+		char *val = NULL, *def = NULL, *entry;
 		struct plan_arg *na;
 
 		if (!key)
 			return plan_nomem(c);
-		if ((v = plan_build_arg(c, key))) {
-			val = strdup(v);
-		} else if (eq) {
-			r = plan_expand(c, cmd->line, eq + 1, &s->env, &val);
-		} else if ((v = strv_get(&c->global, key))) {
-			val = strdup(v);
+		if (eq)
+			r = plan_expand(c, cmd->line, eq + 1, &s->env, &def);
+		if (r == 0) {
+			if ((v = plan_build_arg(c, key)))
+				val = strdup(v);
+			else if (eq)
+				val = strdup(def);
+			else if ((v = strv_get(&c->global, key)))
+				val = strdup(v);
+			if ((v || eq) && !val)
+				r = plan_nomem(c);
 		}
-		if (r == 0 && (v || eq) && !val)
-			r = plan_nomem(c);
 		if (r == 0 && val && strv_setkv(&s->env, key, val) < 0)
 			r = plan_nomem(c);
-		entry = r == 0 ? (val ? kiln_strdupf("%s=%s", key, val) : strdup(key)) : NULL;
+		entry = r == 0 ? (eq ? kiln_strdupf("%s=%s", key, def) : strdup(key)) : NULL;
 		if (r == 0 && (!entry || strv_add(&shown, entry) < 0))
 			r = plan_nomem(c);
 		free(entry);
+		free(def);
 		na = r == 0 ? realloc(s->args, (s->n_args + 1) * sizeof(*na)) : NULL;
 		if (!na) {
 			free(key);
@@ -342,7 +382,9 @@ dispatch_arg(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
 /* ---- RUN, WORKDIR ---- */
 
 /* "|N K=V ... " for the ARGs a RUN sees (BuildKit's runCommandString):
- * each ARG once, valued from the environment, else its declared value. */
+ * one K=V per ARG declared in the stage, in order, a name declared twice
+ * listed twice (Docker 20.10's BuildKit does not merge them), valued from
+ * the environment, else its declared value. */
 static int
 run_args_prefix(struct stage *s, struct strv *out)
 {
@@ -350,19 +392,8 @@ run_args_prefix(struct stage *s, struct strv *out)
 		const char *key = s->args[i].key;
 		const char *v = strv_get(&s->env, key);
 		_cleanup_free_ char *kv = kiln_strdupf("%s=%s", key, v ? v : s->args[i].value ? s->args[i].value : "");
-		size_t klen = strlen(key);
-		bool found = false;
 
-		if (!kv)
-			return -ENOMEM;
-		for (size_t k = 0; k < out->n; k++)
-			if (strncmp(out->v[k], key, klen) == 0 && out->v[k][klen] == '=') {
-				free(out->v[k]);
-				out->v[k] = STEAL_PTR(kv);
-				found = true;
-				break;
-			}
-		if (!found && strv_add(out, kv) < 0)
+		if (!kv || strv_add(out, kv) < 0)
 			return -ENOMEM;
 	}
 	return 0;
@@ -462,7 +493,7 @@ join_workdir(const char *cur, const char *p)
 }
 
 /* WORKDIR: the config and the working directory; the directory is made
- * (mkdir -p) unless it is "/". */
+ * (mkdir -p, owned by the stage's USER) unless it is "/". */
 static int
 dispatch_workdir(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
 {
@@ -492,7 +523,10 @@ dispatch_workdir(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
 			*p = (char) toupper((unsigned char) *p);
 		op.path = strdup(wd);
 		op.name = text ? plan_step_name(c, s, text) : NULL;
-		if (!op.path || !op.name) {
+		/* BuildKit makes the directory and its missing parents as the
+		 * stage's USER (llb.WithUser) */
+		op.user = s->user && *s->user ? strdup(s->user) : NULL;
+		if (!op.path || !op.name || (s->user && *s->user && !op.user)) {
 			op_release(&op);
 			return plan_nomem(c);
 		}
@@ -782,6 +816,35 @@ cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
+/* Go's %v of the nat.PortSet BuildKit records: "map[53/udp:{} 80/tcp:{}]",
+ * each port once, keys in byte order as fmt sorts string map keys. */
+static char *
+expose_history(const struct strv *ports)
+{
+	struct strv sorted = { 0 };
+	struct gbuf b;
+
+	for (size_t i = 0; i < ports->n; i++)
+		if (strv_add(&sorted, ports->v[i]) < 0) {
+			strv_free(&sorted);
+			return NULL;
+		}
+	qsort(sorted.v, sorted.n, sizeof(*sorted.v), cmp_str);
+	gbuf_init(&b, 1u << 20);
+	gbuf_puts(&b, "map[");
+	for (size_t i = 0, w = 0; i < sorted.n; i++) {
+		if (i && strcmp(sorted.v[i], sorted.v[i - 1]) == 0)
+			continue;
+		if (w++)
+			gbuf_putc(&b, ' ');
+		gbuf_puts(&b, sorted.v[i]);
+		gbuf_puts(&b, ":{}");
+	}
+	gbuf_putc(&b, ']');
+	strv_free(&sorted);
+	return gbuf_detach(&b, NULL, NULL);
+}
+
 static int
 dispatch_expose(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
 {
@@ -804,7 +867,7 @@ dispatch_expose(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
 		if (json_object_set_new(cfg_object(s, "ExposedPorts"), ports.v[i], json_object()) < 0)
 			r = plan_nomem(c);
 	if (r == 0) {
-		shown = plan_go_list(ports.v, ports.n);
+		shown = expose_history(&ports);
 		r = shown ? plan_push_hist(c, s, -1, "EXPOSE %s", shown) : plan_nomem(c);
 	}
 	strv_free(&raw);
@@ -831,8 +894,9 @@ dispatch_healthcheck(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
 	int64_t d[4] = { 0 };
 	long retries = 0;
 	struct strv test = { 0 };
-	_cleanup_free_ char *tests = NULL;
-	char ds[4][40];
+	_cleanup_free_ char *shown = NULL;
+	struct gbuf hb;
+	char ds[40];
 	json_t *hc;
 	int r = 0;
 
@@ -874,17 +938,33 @@ dispatch_healthcheck(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
 	if (r == 0 && (!hc || json_object_set_new(plan_cfg(s), "Healthcheck", json_incref(hc)) < 0))
 		r = plan_nomem(c);
 	json_decref(hc);
-	tests = r == 0 ? plan_go_list(test.v, test.n) : NULL;
-	strv_free(&test);
-	if (r < 0)
+	if (r < 0) {
+		strv_free(&test);
 		return r;
-	if (!tests)
+	}
+	/* fmt's %q of BuildKit 20.10's *HealthConfig: Test, Interval, Timeout,
+	 * StartPeriod (it has no StartInterval) and Retries, the int as a rune */
+	gbuf_init(&hb, 1u << 20);
+	gbuf_puts(&hb, "&{[");
+	for (size_t i = 0; i < test.n; i++) {
+		if (i)
+			gbuf_putc(&hb, ' ');
+		gostr_quote(&hb, test.v[i], strlen(test.v[i]));
+	}
+	gbuf_putc(&hb, ']');
+	strv_free(&test);
+	for (size_t i = 0; i < 3; i++) {
+		plan_go_duration(d[i], ds);
+		gbuf_putc(&hb, ' ');
+		gostr_quote(&hb, ds, strlen(ds));
+	}
+	gbuf_putc(&hb, ' ');
+	go_quote_rune(&hb, retries);
+	gbuf_putc(&hb, '}');
+	shown = gbuf_detach(&hb, NULL, NULL);
+	if (!shown)
 		return plan_nomem(c);
-	for (size_t i = 0; i < 4; i++)
-		plan_go_duration(d[i], ds[i]);
-	return plan_push_hist(c, s, -1,
-			      "HEALTHCHECK {Test:%s Interval:%s Timeout:%s StartPeriod:%s StartInterval:%s "
-			      "Retries:%ld}", tests, ds[0], ds[1], ds[2], ds[3], retries);
+	return plan_push_hist(c, s, -1, "HEALTHCHECK %s", shown);
 }
 
 char *

@@ -148,8 +148,10 @@ int plan_finish_config(const struct plan *p, const struct op_layer *const *layer
  *    "ops": [{"index", "kind", "name", "input", "stage", kind-specific fields:
  *             image: "source", "layers" (count); run: "args", "env", "cwd",
  *             "user", "network"; copy: "entries" [{"path", "kind", "mode"
- *             (octal string), "uid", "gid", "mtime", "digest" | "link"}];
- *             mkdir: "path"; copy_from: "from", "srcs", "dest", "into_dir",
+ *             (octal string), "uid", "gid", "mtime", "digest" | "link",
+ *             when set: "path_if_dir", "is_root"}], with --chown "chown",
+ *             "uid", "gid"; mkdir: "path", "user" when set; copy_from:
+ *             "from", "srcs", "dest", "into_dir",
  *             "chown", "uid", "gid", "chmod", "mode"}],
  *    "chain": [op indexes], "needed": [digests],
  *    "config": the final config without "created" (base history entries

@@ -56,10 +56,10 @@ op_pack(const struct op *op, msgpack_packer *pk)
 		msgpack_pack_map(pk, 8);
 		break;
 	case OP_COPY:
-		msgpack_pack_map(pk, 4 + !!op->chown_user + !!op->chown_group);
+		msgpack_pack_map(pk, 4 + !!op->chown_user + !!op->chown_group + (op->chown ? 3 : 0));
 		break;
 	case OP_MKDIR:
-		msgpack_pack_map(pk, 4);
+		msgpack_pack_map(pk, 4 + !!(op->user && *op->user));
 		break;
 	case OP_COPY_FROM:
 		msgpack_pack_map(pk, 12 + !!op->chown_user + !!op->chown_group + !!op->chmod_spec +
@@ -97,7 +97,8 @@ op_pack(const struct op *op, msgpack_packer *pk)
 			const struct op_entry *e = &op->entries[i];
 			char k[2] = { e->kind, 0 };
 
-			msgpack_pack_map(pk, 8 + !!e->unpack_dir + !!e->url + e->has_checksum);
+			msgpack_pack_map(pk, 8 + !!e->unpack_dir + !!e->url + e->has_checksum +
+					 !!e->path_if_dir + e->is_root);
 			pack_kstr(pk, "path", e->path);
 			pack_kstr(pk, "kind", k);
 			proto_pack_str(pk, "mode");
@@ -120,11 +121,28 @@ op_pack(const struct op *op, msgpack_packer *pk)
 				pack_kstr(pk, "url", e->url);
 			if (e->has_checksum)
 				pack_digest(pk, "checksum", &e->checksum);
+			if (e->path_if_dir)
+				pack_kstr(pk, "path_if_dir", e->path_if_dir);
+			if (e->is_root) {
+				proto_pack_str(pk, "is_root");
+				msgpack_pack_true(pk);
+			}
 		}
 		pack_chown_names(op, pk);
+		/* only with --chown, so the digests of other copies stay */
+		if (op->chown) {
+			proto_pack_str(pk, "chown");
+			msgpack_pack_true(pk);
+			proto_pack_str(pk, "uid");
+			msgpack_pack_uint32(pk, op->uid);
+			proto_pack_str(pk, "gid");
+			msgpack_pack_uint32(pk, op->gid);
+		}
 		break;
 	case OP_MKDIR:
 		pack_kstr(pk, "path", op->path);
+		if (op->user && *op->user)
+			pack_kstr(pk, "user", op->user);
 		break;
 	case OP_COPY_FROM:
 		proto_pack_str(pk, "from");
@@ -369,12 +387,29 @@ unpack_body(const msgpack_object *o, struct op *op, struct kiln_err *err)
 					e->has_checksum = true;
 				}
 			}
+			if ((e->kind == OP_ENTRY_FILE || e->kind == OP_ENTRY_URL) &&
+			    proto_obj_get(m, "path_if_dir")) {
+				e->path_if_dir = proto_obj_get_strdup(m, "path_if_dir");
+				if (!path_is_clean_abs(e->path_if_dir))
+					return kiln_err_set(err, KILN_EPROTO, "copy entry '%s': bad path_if_dir",
+							    e->path);
+			}
+			e->is_root = e->kind == OP_ENTRY_DIR && obj_bool(m, "is_root");
 		}
+		op->chown = obj_bool(o, "chown");
+		if (op->chown && ((r = unpack_u32(o, "uid", &op->uid, err)) < 0 ||
+				  (r = unpack_u32(o, "gid", &op->gid, err)) < 0))
+			return r;
 		return unpack_chown_names(o, op, err);
 	case OP_MKDIR:
 		op->path = proto_obj_get_strdup(o, "path");
 		if (!path_is_clean_abs(op->path))
 			return kiln_err_set(err, KILN_EPROTO, "mkdir op without absolute path");
+		if (proto_obj_get(o, "user")) {
+			op->user = proto_obj_get_strdup(o, "user");
+			if (!op->user)
+				return kiln_err_set(err, KILN_EPROTO, "op field 'user' is not a string");
+		}
 		return 0;
 	case OP_COPY_FROM:
 		if (proto_obj_get_i64(o, "from", &v) < 0 || v < 0 || v > INT32_MAX)
@@ -461,6 +496,7 @@ op_release(struct op *op)
 		free(op->entries[i].link);
 		free(op->entries[i].unpack_dir);
 		free(op->entries[i].url);
+		free(op->entries[i].path_if_dir);
 	}
 	free(op->entries);
 	free(op->path);

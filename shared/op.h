@@ -7,7 +7,9 @@
  *   OP_IMAGE  start from the given layers (bottom first); none = scratch
  *   OP_RUN    run args in the current snapshot (through kiln-run)
  *   OP_COPY   write entries (files from blobs, dirs, symlinks) on top
- *   OP_MKDIR  mkdir -p path (WORKDIR), parents root-owned 0755
+ *   OP_MKDIR  mkdir -p path (WORKDIR): what it creates is 0755, owned by
+ *             user (resolved in the image's /etc/passwd and /etc/group)
+ *             or by root
  *   OP_COPY_FROM  copy paths (globs allowed) out of another op's result
  *             (COPY --from): resolved on the worker, which has that
  *             filesystem
@@ -56,6 +58,15 @@ struct op_entry {
 	char *url;
 	bool has_checksum;            /* verify the download against checksum */
 	struct digest checksum;
+	/* files and URLs copied to a destination without a trailing slash:
+	 * when path is a directory in the snapshot below, the file goes to
+	 * path_if_dir instead (path/<source name>), as BuildKit copies into
+	 * an existing directory. NULL: always path. */
+	char *path_if_dir;
+	/* directories: this is the copy's destination itself, not something
+	 * inside it. When it already exists (as a directory) it keeps its
+	 * metadata; mode, uid and gid are for a new one. */
+	bool is_root;
 };
 
 struct op {
@@ -73,7 +84,7 @@ struct op {
 	char **env;                   /* "K=V" */
 	size_t n_env;
 	char *cwd;
-	char *user;                   /* "" or NULL = root */
+	char *user;                   /* "" or NULL = root; also OP_MKDIR */
 	char *network;                /* "default", "none", "host" */
 	/* OP_COPY */
 	struct op_entry *entries;     /* parents before children */
@@ -86,7 +97,11 @@ struct op {
 	size_t n_srcs;
 	char *dest;                   /* absolute */
 	bool into_dir;                /* sources go inside dest (dest/ or several sources) */
-	bool chown;                   /* else keep the source's owners */
+	/* OP_COPY_FROM and OP_COPY: --chown; directories a copy creates
+	 * (parents, a new destination) get these owners. Else: the source's
+	 * owners (OP_COPY_FROM) or the entries' (OP_COPY), and root for what
+	 * is created. */
+	bool chown;
 	uint32_t uid, gid;
 	bool chmod;                   /* else keep the source's modes */
 	uint32_t mode;

@@ -283,7 +283,6 @@ spawn_run(struct job *j, size_t step, const struct op *op, const char *base, job
 	_cleanup_free_ char *upper = kiln_strdupf("%s/upper", base);
 	_cleanup_free_ char *work = kiln_strdupf("%s/work", base);
 	_cleanup_free_ char *mnt = kiln_strdupf("%s/mnt", base);
-	_cleanup_free_ char *argv_buf = NULL;
 	char **argv = NULL, tail[TAIL_SIZE], last[TAIL_SIZE];
 	size_t argc = 0, tail_len = 0;
 	posix_spawn_file_actions_t fa;
@@ -441,9 +440,12 @@ set_meta(const char *path, uint32_t mode, uint32_t uid, uint32_t gid, int64_t mt
 
 /* Create the parents of path (absolute, in the image) inside upper with the
  * metadata they have in the snapshot below, so that the layer carries the
- * same directory modes and owners as the image already had. */
+ * same directory modes and owners as the image already had. Parents that
+ * do not exist below are made 0755 and owned by uid:gid (BuildKit's
+ * MkdirAll with the copy's --chown or the WORKDIR's user). */
 static int
-prepare_parents(struct job *j, const char *upper, const char *path, struct kiln_err *err)
+prepare_parents(struct job *j, const char *upper, const char *path, uint32_t uid, uint32_t gid,
+		struct kiln_err *err)
 {
 	_cleanup_free_ char *p = strdup(path);
 	int64_t now = j->epoch >= 0 ? j->epoch : (int64_t) time(NULL);
@@ -474,6 +476,8 @@ prepare_parents(struct job *j, const char *upper, const char *path, struct kiln_
 		} else {
 			memset(&below, 0, sizeof(below));
 			below.st_mode = S_IFDIR | 0755;
+			below.st_uid = uid;
+			below.st_gid = gid;
 			below.st_mtim.tv_sec = now;
 		}
 		if (mkdir(full, 0700) < 0)
@@ -504,7 +508,8 @@ unpack_entry(struct job *j, const struct op_entry *e, const char *upper, int64_t
 	cas_path(j->cas, &e->digest, src, sizeof(src));
 	made = lstat(dir, &st) < 0;
 	/* dest and its parents, with the metadata they have below */
-	r = prepare_parents(j, upper, probe, err);
+	r = prepare_parents(j, upper, probe, uid >= 0 ? (uint32_t) uid : 0, gid >= 0 ? (uint32_t) gid : 0,
+			    err);
 	if (r < 0)
 		return r;
 	r = layer_unpack_archive(src, dir, uid, gid, err);
@@ -580,37 +585,68 @@ is_number(const char *s, uint32_t *ret)
 	return true;
 }
 
+/* uid and gid of user[:group] (names or numbers; NULL keeps uid or gid)
+ * as BuildKit's readUser: a user name gives its uid and primary group, a
+ * number gives itself for both, and group overrides the gid. */
+static int
+resolve_ids(struct job *j, const char *user, const char *group, uint32_t uid, uint32_t gid,
+	    uint32_t *ret_uid, uint32_t *ret_gid, struct kiln_err *err)
+{
+	bool found;
+	int r;
+
+	if (user && !is_number(user, &uid)) {
+		r = db_lookup(j, "/etc/passwd", user, &uid, &gid, &found, err);
+		if (r < 0)
+			return r;
+		if (!found)
+			return kiln_err_set(err, ENOENT, "unable to find user %s: no matching entries in "
+					    "passwd file", user);
+	} else if (user) {
+		gid = uid;
+	}
+	if (group && !is_number(group, &gid)) {
+		r = db_lookup(j, "/etc/group", group, &gid, NULL, &found, err);
+		if (r < 0)
+			return r;
+		if (!found)
+			return kiln_err_set(err, ENOENT, "unable to find group %s: no matching entries in "
+					    "group file", group);
+	}
+	*ret_uid = uid;
+	*ret_gid = gid;
+	return 0;
+}
+
 /* uid and gid for op's --chown: the numbers the planner put in op->uid and
  * op->gid, overridden by what the names resolve to. */
 static int
 job_resolve_chown(struct job *j, const struct op *op, uint32_t *ret_uid, uint32_t *ret_gid,
 		  struct kiln_err *err)
 {
-	uint32_t uid = op->uid, gid = op->gid;
-	bool found;
-	int r;
+	return resolve_ids(j, op->chown_user, op->chown_group, op->uid, op->gid, ret_uid, ret_gid, err);
+}
 
-	if (op->chown_user && !is_number(op->chown_user, &uid)) {
-		r = db_lookup(j, "/etc/passwd", op->chown_user, &uid, &gid, &found, err);
-		if (r < 0)
-			return r;
-		if (!found)
-			return kiln_err_set(err, ENOENT, "unable to find user %s: no matching entries in "
-					    "passwd file", op->chown_user);
-	} else if (op->chown_user) {
-		gid = uid;
-	}
-	if (op->chown_group && !is_number(op->chown_group, &gid)) {
-		r = db_lookup(j, "/etc/group", op->chown_group, &gid, NULL, &found, err);
-		if (r < 0)
-			return r;
-		if (!found)
-			return kiln_err_set(err, ENOENT, "unable to find group %s: no matching entries in "
-					    "group file", op->chown_group);
-	}
-	*ret_uid = uid;
-	*ret_gid = gid;
-	return 0;
+/* Is path (absolute, in the image) a directory, in upper or below it? */
+static bool
+dir_exists(struct job *j, const char *upper, const char *path)
+{
+	_cleanup_free_ char *full = kiln_strdupf("%s%s", upper, strcmp(path, "/") ? path : "");
+	struct stat st;
+
+	if (full && lstat(full, &st) == 0)
+		return S_ISDIR(st.st_mode);
+	return snap_lookup(j->stack, j->n_stack, path, &st) == 1 && S_ISDIR(st.st_mode);
+}
+
+/* A copy's destination directory that the snapshot below already has: it
+ * keeps its metadata (BuildKit copies into it without touching it). */
+static bool
+root_kept(struct job *j, const struct op_entry *e)
+{
+	struct stat st;
+
+	return e->is_root && snap_lookup(j->stack, j->n_stack, e->path, &st) == 1 && S_ISDIR(st.st_mode);
 }
 
 /* ---- ADD https://... ---- */
@@ -707,8 +743,9 @@ out:
 static int
 apply_copy(struct job *j, const struct op *op, const char *upper, struct kiln_err *err)
 {
-	uint32_t uid = 0, gid = 0;
+	uint32_t uid = op->uid, gid = op->gid;
 	bool names = op->chown_user || op->chown_group;
+	uint32_t new_uid, new_gid;              /* owners of the directories the copy makes */
 	int r;
 
 	if (names) {
@@ -716,15 +753,24 @@ apply_copy(struct job *j, const struct op *op, const char *upper, struct kiln_er
 		if (r < 0)
 			return r;
 	}
+	new_uid = names || op->chown ? uid : 0;
+	new_gid = names || op->chown ? gid : 0;
 
 	for (size_t i = 0; i < op->n_entries; i++) {
 		const struct op_entry *e = &op->entries[i];
-		_cleanup_free_ char *dst = kiln_strdupf("%s%s", upper, e->path);
+		const char *path = e->path;
+		_cleanup_free_ char *dst = NULL;
 		struct stat st;
 
+		/* COPY file /dir (no slash) where /dir is a directory: inside it */
+		if (e->path_if_dir && dir_exists(j, upper, e->path))
+			path = e->path_if_dir;
+		dst = kiln_strdupf("%s%s", upper, path);
 		if (!dst)
 			return kiln_err_set(err, ENOMEM, "out of memory");
-		r = prepare_parents(j, upper, e->path, err);
+		if (root_kept(j, e))
+			continue;       /* what goes inside makes it in upper, as a parent */
+		r = prepare_parents(j, upper, path, new_uid, new_gid, err);
 		if (r < 0)
 			return r;
 		switch (e->kind) {
@@ -733,7 +779,7 @@ apply_copy(struct job *j, const struct op *op, const char *upper, struct kiln_er
 				break;
 			(void) unlink(dst);
 			if (mkdir(dst, 0700) < 0)
-				return kiln_err_errno(err, errno, "mkdir '%s'", e->path);
+				return kiln_err_errno(err, errno, "mkdir '%s'", path);
 			break;
 		case OP_ENTRY_FILE:
 			if (e->unpack_dir) {
@@ -765,7 +811,7 @@ apply_copy(struct job *j, const struct op *op, const char *upper, struct kiln_er
 		case OP_ENTRY_SYMLINK:
 			(void) unlink(dst);
 			if (symlink(e->link, dst) < 0)
-				return kiln_err_errno(err, errno, "symlink '%s'", e->path);
+				return kiln_err_errno(err, errno, "symlink '%s'", path);
 			break;
 		}
 		if (e->kind != OP_ENTRY_DIR) {
@@ -781,7 +827,7 @@ apply_copy(struct job *j, const struct op *op, const char *upper, struct kiln_er
 		const struct op_entry *e = &op->entries[i];
 		_cleanup_free_ char *dst = NULL;
 
-		if (e->kind != OP_ENTRY_DIR)
+		if (e->kind != OP_ENTRY_DIR || root_kept(j, e))
 			continue;
 		dst = kiln_strdupf("%s%s", upper, e->path);
 		if (!dst)
@@ -798,6 +844,7 @@ apply_mkdir(struct job *j, const struct op *op, const char *upper, struct kiln_e
 {
 	_cleanup_free_ char *dst = kiln_strdupf("%s%s", upper, op->path);
 	int64_t now = j->epoch >= 0 ? j->epoch : (int64_t) time(NULL);
+	uint32_t uid = 0, gid = 0;
 	struct stat st;
 	int r;
 
@@ -809,12 +856,24 @@ apply_mkdir(struct job *j, const struct op *op, const char *upper, struct kiln_e
 					    op->path);
 		return 0;
 	}
-	r = prepare_parents(j, upper, op->path, err);
+	if (op->user && *op->user) {
+		/* USER's uid[:gid] or names, in this image's passwd and group */
+		const char *colon = strchr(op->user, ':');
+		_cleanup_free_ char *user = colon ? strndup(op->user, (size_t) (colon - op->user))
+						  : strdup(op->user);
+
+		if (!user)
+			return kiln_err_set(err, ENOMEM, "out of memory");
+		r = resolve_ids(j, user, colon ? colon + 1 : NULL, 0, 0, &uid, &gid, err);
+		if (r < 0)
+			return kiln_err_wrap(err, "WORKDIR %s", op->path);
+	}
+	r = prepare_parents(j, upper, op->path, uid, gid, err);
 	if (r < 0)
 		return r;
 	if (mkdir(dst, 0755) < 0)
 		return kiln_err_errno(err, errno, "mkdir '%s'", op->path);
-	return set_meta(dst, 0755, 0, 0, now, false, err);
+	return set_meta(dst, 0755, uid, gid, now, false, err);
 }
 
 /* ---- COPY --from: sources resolved in another op's result ---- */
@@ -933,15 +992,24 @@ copy_entry(struct job *j, const struct op *op, const struct copy_from *cf, const
 	       op->chmod_spec ? op_mode_apply(op->chmod_spec, st.st_mode & 07777, S_ISDIR(st.st_mode)) :
 	       (st.st_mode & 07777);
 	if (strcmp(dpath, "/") != 0) {
-		r = prepare_parents(j, upper, dpath, err);
+		r = prepare_parents(j, upper, dpath, cf->chown ? cf->uid : 0, cf->chown ? cf->gid : 0, err);
 		if (r < 0)
 			return r;
 	}
 	if (S_ISDIR(st.st_mode)) {
+		/* The destination itself (BuildKit's MkdirAll of dest): made 0755
+		 * with --chown's owners, or left as it is when it exists. What
+		 * goes inside an existing one makes it in upper as a parent. */
+		bool root = !*rel, kept = root && dir_exists(j, upper, dpath);
 		char **names = NULL;
 		size_t n_names = 0;
 
-		if (lstat(dst, &have) < 0 || !S_ISDIR(have.st_mode)) {
+		if (root && !kept) {
+			mode = 0755;
+			uid = cf->chown ? cf->uid : 0;
+			gid = cf->chown ? cf->gid : 0;
+		}
+		if (!kept && (lstat(dst, &have) < 0 || !S_ISDIR(have.st_mode))) {
 			(void) unlink(dst);
 			if (mkdir(dst, 0700) < 0)
 				return kiln_err_errno(err, errno, "mkdir '%s'", dpath);
@@ -956,7 +1024,7 @@ copy_entry(struct job *j, const struct op *op, const struct copy_from *cf, const
 					   : kiln_err_set(err, ENOMEM, "out of memory");
 		}
 		op_strv_free(names, n_names);
-		if (r < 0)
+		if (r < 0 || kept)
 			return r;
 		/* After the children, since adding them changes the mtime. */
 		return set_meta(dst, mode, uid, gid, st.st_mtim.tv_sec, false, err);
@@ -1041,18 +1109,26 @@ copy_from_srcs(struct job *j, const struct op *op, const struct copy_from *cf, c
 		if (n == 0)
 			return kiln_err_set(err, ENOENT, "COPY --from: \"%s\": not found", op->srcs[i]);
 		for (size_t k = 0; r == 0 && k < n; k++) {
-			struct stat st;
+			const char *base = strrchr(matches[k], '/');
+			_cleanup_free_ char *spath = NULL;
 			_cleanup_free_ char *to = NULL;
+			struct stat st;
+			bool dir;
 
-			(void) snap_lookup(src->stack, src->n_stack, matches[k], &st);
-			if (S_ISDIR(st.st_mode) || !op->into_dir) {
-				to = strdup(op->dest);
-			} else {
-				const char *base = strrchr(matches[k], '/');
-
+			/* BuildKit follows a source that is a symlink, within the
+			 * source's filesystem; links inside a copied directory stay */
+			r = snap_follow(src->stack, src->n_stack, matches[k], &spath);
+			if (r < 0) {
+				r = kiln_err_errno(err, -r, "COPY --from: \"%s\"", matches[k]);
+				break;
+			}
+			dir = snap_lookup(src->stack, src->n_stack, spath, &st) == 1 && S_ISDIR(st.st_mode);
+			/* a file goes inside dest when it ends in "/" or is a directory */
+			if (!dir && (op->into_dir || dir_exists(j, upper, op->dest)))
 				to = kiln_strdupf("%s/%s", strcmp(op->dest, "/") ? op->dest : "",
 						  base ? base + 1 : matches[k]);
-			}
+			else
+				to = strdup(op->dest);
 			/* a wildcard's matches are excluded as paths of the source */
 			if (r == 0 && to && cf->exclude && has_glob(op->srcs[i])) {
 				bool skip = false;
@@ -1062,7 +1138,7 @@ copy_from_srcs(struct job *j, const struct op *op, const struct copy_from *cf, c
 					continue;
 			}
 			if (r == 0)
-				r = to ? copy_entry(j, op, cf, src, matches[k], "", to, upper, err)
+				r = to ? copy_entry(j, op, cf, src, spath, "", to, upper, err)
 				       : kiln_err_set(err, ENOMEM, "out of memory");
 		}
 		op_strv_free(matches, n);

@@ -170,6 +170,72 @@ snap_resolve(char *const *stack, size_t n, const char *path, struct stat *ret_st
 	return 0;
 }
 
+int
+snap_follow(char *const *stack, size_t n, const char *path, char **ret_path)
+{
+	_cleanup_free_ char *done = strdup("");         /* resolved so far; "" is the root */
+	_cleanup_free_ char *rest = strdup(path);       /* still to walk */
+	int links = 0;
+
+	if (!done || !rest)
+		return -ENOMEM;
+	for (;;) {
+		_cleanup_free_ char *cand = NULL;
+		_cleanup_free_ char *real = NULL;
+		char *p = rest, *tail;
+		struct stat st;
+		size_t len;
+
+		while (*p == '/')
+			p++;
+		if (!*p)
+			break;
+		len = strcspn(p, "/");
+		tail = p + len;                         /* "" or "/..." */
+		if (len == 1 && p[0] == '.') {
+			memmove(rest, tail, strlen(tail) + 1);
+			continue;
+		}
+		if (len == 2 && p[0] == '.' && p[1] == '.') {
+			char *sl = strrchr(done, '/');
+
+			if (sl)
+				*sl = '\0';
+			memmove(rest, tail, strlen(tail) + 1);
+			continue;
+		}
+		cand = kiln_strdupf("%s/%.*s", done, (int) len, p);
+		if (!cand)
+			return -ENOMEM;
+		if (snap_resolve(stack, n, cand, &st, &real) == 1 && S_ISLNK(st.st_mode)) {
+			char target[4096];
+			ssize_t tn;
+			char *next;
+
+			if (++links > SNAP_MAX_LINKS)
+				return -ELOOP;
+			tn = readlink(real, target, sizeof(target) - 1);
+			if (tn < 0)
+				return -errno;
+			target[tn] = '\0';
+			/* relative targets go on from the link's directory (done) */
+			next = kiln_strdupf("%s%s", target, tail);
+			if (!next)
+				return -ENOMEM;
+			free(rest);
+			rest = next;
+			if (target[0] == '/')
+				done[0] = '\0';
+			continue;
+		}
+		free(done);
+		done = STEAL_PTR(cand);
+		memmove(rest, tail, strlen(tail) + 1);
+	}
+	*ret_path = *done ? STEAL_PTR(done) : strdup("/");
+	return *ret_path ? 0 : -ENOMEM;
+}
+
 static int
 cmp_str(const void *a, const void *b)
 {

@@ -33,6 +33,14 @@ int snap_lookup(char *const *stack, size_t n, const char *path, struct stat *ret
 /* Like snap_lookup, and *ret_real (caller frees) gets the path of the
  * entry in the layer directory that provides it. */
 int snap_resolve(char *const *stack, size_t n, const char *path, struct stat *ret_st, char **ret_real);
+/* Resolve the symlinks in every component of path (absolute, in the
+ * image) through stack, as the kernel would with the image as its root:
+ * ".." stops at the root and an absolute target starts again from it, so
+ * the result never leaves the image. Components that do not exist are
+ * taken as plain directories. Returns 0 and *ret_path (caller frees;
+ * absolute and clean), -ELOOP after SNAP_MAX_LINKS links, or -errno. */
+#define SNAP_MAX_LINKS 40
+int snap_follow(char *const *stack, size_t n, const char *path, char **ret_path);
 /* The merged listing of directory path through stack, as overlayfs shows
  * it: names sorted bytewise, each once, whiteouts and what they hide left
  * out. *ret_names is a malloc'd array of malloc'd names (free with

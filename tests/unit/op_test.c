@@ -125,6 +125,58 @@ copy_add_fields_roundtrip(void **state)
 	assert_int_equal(roundtrip(&copy, &out, &err), -KILN_EPROTO);
 }
 
+/* The fields for copying into existing directories, the copy's --chown
+ * and the WORKDIR's user; absent unless set, so older ops keep their
+ * encoding (and digests). */
+static void
+copy_dest_fields_roundtrip(void **state)
+{
+	struct op_entry e[2] = {
+		{ .path = "/d", .kind = OP_ENTRY_DIR, .mode = 0755, .is_root = true },
+		{ .path = "/tmp", .kind = OP_ENTRY_FILE, .mode = 0644, .path_if_dir = "/tmp/b.txt" },
+	};
+	struct op copy = { .kind = OP_COPY, .input = 0, .entries = e, .n_entries = 2, .chown = true,
+			   .uid = 42, .gid = 43 };
+	struct op mkdir = { .kind = OP_MKDIR, .input = 0, .path = "/w", .user = "app:staff" };
+	struct op plain = { .kind = OP_COPY, .input = 0, .entries = &e[0], .n_entries = 1 };
+	struct kiln_err err = { 0 };
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	struct op out;
+
+	(void) state;
+	assert_int_equal(roundtrip(&copy, &out, &err), 0);
+	assert_true(out.entries[0].is_root);
+	assert_null(out.entries[0].path_if_dir);
+	assert_false(out.entries[1].is_root);
+	assert_string_equal(out.entries[1].path_if_dir, "/tmp/b.txt");
+	assert_true(out.chown);
+	assert_int_equal(out.uid, 42);
+	assert_int_equal(out.gid, 43);
+	op_release(&out);
+	assert_int_equal(roundtrip(&mkdir, &out, &err), 0);
+	assert_string_equal(out.user, "app:staff");
+	op_release(&out);
+	mkdir.user = NULL;
+	assert_int_equal(roundtrip(&mkdir, &out, &err), 0);
+	assert_null(out.user);
+	op_release(&out);
+	/* no key when unset */
+	e[0].is_root = false;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	op_pack(&plain, &pk);
+	assert_null(memmem(sb.data, sb.size, "is_root", 7));
+	assert_null(memmem(sb.data, sb.size, "chown", 5));
+	msgpack_sbuffer_destroy(&sb);
+	assert_int_equal(roundtrip(&plain, &out, &err), 0);
+	assert_false(out.entries[0].is_root);
+	assert_false(out.chown);
+	op_release(&out);
+	e[1].path_if_dir = "/tmp/../../x";
+	assert_int_equal(roundtrip(&copy, &out, &err), -KILN_EPROTO);
+}
+
 static void
 refuses_escaping_paths(void **state)
 {
@@ -215,6 +267,7 @@ main(void)
 		cmocka_unit_test(run_roundtrip),
 		cmocka_unit_test(copy_and_image_roundtrip),
 		cmocka_unit_test(copy_add_fields_roundtrip),
+		cmocka_unit_test(copy_dest_fields_roundtrip),
 		cmocka_unit_test(refuses_escaping_paths),
 		cmocka_unit_test(copy_from_roundtrip),
 		cmocka_unit_test(refuses_malformed),

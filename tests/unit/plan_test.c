@@ -243,6 +243,44 @@ copy_chown_chmod(void **state)
 	assert_non_null(strstr(err.msg, "Dockerfile:2"));
 }
 
+/* What only the worker can decide, marked by the planner: a file copied
+ * to a path without "/" goes inside when that path is a directory; the
+ * destination directory of a directory copy is new 0755 (with --chown's
+ * owners) or left as it is; the copy's --chown travels for the parents;
+ * WORKDIR carries the USER. */
+static void
+copy_dest_marks_and_workdir_user(void **state)
+{
+	struct kiln_err err = { 0 };
+	struct plan *p = NULL;
+
+	(void) state;
+	assert_int_equal(plan_str("FROM scratch\nCOPY b.txt /tmp\nCOPY a.txt /d/\n"
+				  "COPY --chown=7:8 --chmod=0640 src /s\nCOPY link /l\n"
+				  "WORKDIR /root-dir\nUSER 1000:1000\nWORKDIR /u\n", NULL, NULL, 0, &p, &err), 0);
+	assert_string_equal(p->ops[1].entries[0].path, "/tmp");
+	assert_string_equal(p->ops[1].entries[0].path_if_dir, "/tmp/b.txt");
+	assert_false(p->ops[1].chown);
+	assert_string_equal(p->ops[2].entries[0].path, "/d/a.txt");
+	assert_null(p->ops[2].entries[0].path_if_dir);
+	assert_true(p->ops[3].chown);
+	assert_int_equal(p->ops[3].uid, 7);
+	assert_int_equal(p->ops[3].gid, 8);
+	assert_string_equal(p->ops[3].entries[0].path, "/s");
+	assert_true(p->ops[3].entries[0].is_root);
+	assert_int_equal(p->ops[3].entries[0].mode, 0755);
+	assert_int_equal(p->ops[3].entries[0].uid, 7);
+	assert_false(p->ops[3].entries[1].is_root);
+	assert_int_equal(p->ops[3].entries[1].mode, 0640);
+	/* a followed link goes inside under its own name */
+	assert_string_equal(p->ops[4].entries[0].path_if_dir, "/l/link");
+	assert_int_equal(p->ops[5].kind, OP_MKDIR);
+	assert_null(p->ops[5].user);
+	assert_int_equal(p->ops[6].kind, OP_MKDIR);
+	assert_string_equal(p->ops[6].user, "1000:1000");
+	plan_free(p);
+}
+
 static void
 copy_chown_names(void **state)
 {
@@ -845,6 +883,34 @@ dump_json_is_stable(void **state)
 	plan_free(q);
 }
 
+/* History text as Docker 20.10's BuildKit (v0.8) writes it. */
+static void
+history_wording_buildkit_20_10(void **state)
+{
+	struct kiln_err err = { 0 };
+	struct plan *p = NULL;
+	char *args[] = { "W=given", "X=2" };
+
+	(void) state;
+	assert_int_equal(plan_str("FROM scratch\nARG W\nARG X=1\nARG X\nRUN true\n"
+				  "EXPOSE 80 53/udp 443 80/tcp\n"
+				  "HEALTHCHECK --interval=90s --retries=10 CMD [\"/bin/true\"]\n"
+				  "COPY --chown=1:2 --chmod=600 a.txt /a\n",
+				  NULL, args, 2, &p, &err), 0);
+	assert_int_equal(p->n_hist, 7);
+	/* ARG as declared, never the --build-arg value */
+	assert_string_equal(p->hist[0].created_by, "ARG W");
+	assert_string_equal(p->hist[1].created_by, "ARG X=1");
+	/* every ARG instruction counted, a repeated name too */
+	assert_string_equal(p->hist[3].created_by,
+			    "RUN |3 W=given X=2 X=2 /bin/sh -c true # buildkit");
+	assert_string_equal(p->hist[4].created_by, "EXPOSE map[443/tcp:{} 53/udp:{} 80/tcp:{}]");
+	assert_string_equal(p->hist[5].created_by,
+			    "HEALTHCHECK &{[\"CMD\" \"/bin/true\"] \"1m30s\" \"0s\" \"0s\" '\\n'}");
+	assert_string_equal(p->hist[6].created_by, "COPY a.txt /a # buildkit");
+	plan_free(p);
+}
+
 int
 main(void)
 {
@@ -858,6 +924,7 @@ main(void)
 		cmocka_unit_test(entrypoint_resets_inherited_cmd),
 		cmocka_unit_test(copy_directory_and_glob),
 		cmocka_unit_test(copy_chown_chmod),
+		cmocka_unit_test(copy_dest_marks_and_workdir_user),
 		cmocka_unit_test(copy_chown_names),
 		cmocka_unit_test(chmod_symbolic),
 		cmocka_unit_test(copy_parents_exclude),
@@ -871,6 +938,7 @@ main(void)
 		cmocka_unit_test(errors_name_the_line),
 		cmocka_unit_test(syntax_builtin_accepted),
 		cmocka_unit_test(dump_json_is_stable),
+		cmocka_unit_test(history_wording_buildkit_20_10),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 
