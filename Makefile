@@ -1,5 +1,5 @@
 # kiln — one GNU Makefile. Object lists are spelled out on purpose.
-PKGS        = lmdb libczmq libzmq msgpack openssl libarchive libcurl jansson zlib
+PKGS        = lmdb libczmq libzmq msgpack openssl libarchive libcurl jansson zlib libzstd
 PREFIX     ?= /usr/local
 CC         ?= cc
 CFLAGS     ?= -O2 -g

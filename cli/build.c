@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include "digest.h"
 #include "driver.h"
 #include "err.h"
+#include "layer.h"
 #include "oci.h"
 #include "platform.h"
 #include "progress.h"
@@ -71,6 +73,10 @@ struct output {
 	bool push;
 	bool tar;                      /* oci: false = unpack the layout into dest */
 	int oci_mediatypes;            /* -1 = the type's default, 0, 1 */
+	char compression[16];          /* "" = gzip (the default), gzip, zstd, uncompressed */
+	bool has_level;
+	int compression_level;
+	bool force_compression;
 };
 
 /* "true"/"false" (and buildx's other strconv.ParseBool spellings). */
@@ -231,6 +237,8 @@ parse_output(const char *spec, struct output *o, struct kiln_err *err)
 	o->type[0] = o->dest[0] = '\0';
 	o->tar = true;
 	o->oci_mediatypes = -1;
+	o->compression[0] = '\0';
+	o->has_level = o->force_compression = false;
 	if (!strchr(s, '=')) {
 		snprintf(o->type, sizeof(o->type), "local");
 		snprintf(o->dest, sizeof(o->dest), "%s", s);
@@ -266,6 +274,26 @@ parse_output(const char *spec, struct output *o, struct kiln_err *err)
 				if (parse_bool(kv, eq + 1, &b, err) < 0)
 					return -err->code;
 				o->oci_mediatypes = b;
+			} else if (strcmp(kv, "compression") == 0) {
+				enum layer_compression c;
+
+				if (layer_compression_parse(eq + 1, &c) < 0)
+					return kiln_err_set(err, EINVAL, "unsupported compression type '%s' "
+							    "(gzip, zstd, uncompressed)", eq + 1);
+				snprintf(o->compression, sizeof(o->compression), "%s", eq + 1);
+			} else if (strcmp(kv, "compression-level") == 0) {
+				char *end;
+				long v;
+
+				errno = 0;
+				v = strtol(eq + 1, &end, 10);
+				if (errno || end == eq + 1 || *end || v < 0 || v > INT_MAX)
+					return kiln_err_set(err, EINVAL, "invalid compression-level '%s'", eq + 1);
+				o->has_level = true;
+				o->compression_level = (int) v;
+			} else if (strcmp(kv, "force-compression") == 0) {
+				if (parse_bool(kv, eq + 1, &o->force_compression, err) < 0)
+					return -err->code;
 			} else
 				return kiln_err_set(err, EINVAL, "output option '%s' is not supported yet", kv);
 		}
@@ -274,6 +302,21 @@ parse_output(const char *spec, struct output *o, struct kiln_err *err)
 		/* buildx: type=registry is type=image,push=true */
 		snprintf(o->type, sizeof(o->type), "image");
 		o->push = true;
+	}
+	if (o->compression[0] || o->has_level || o->force_compression) {
+		enum layer_compression c = LAYER_GZIP;
+
+		if (o->compression[0])
+			(void) layer_compression_parse(o->compression, &c);
+		if (strcmp(o->type, "oci") != 0 && strcmp(o->type, "docker") != 0 &&
+		    strcmp(o->type, "image") != 0)
+			return kiln_err_set(err, EINVAL, "output options compression, compression-level and "
+					    "force-compression are only for type=oci, docker or image");
+		/* uncompressed has no level; BuildKit ignores one given with it */
+		if (o->has_level && c != LAYER_NONE && !layer_level_valid(c, o->compression_level))
+			return kiln_err_set(err, EINVAL, "compression-level=%d is out of range for %s (%s)",
+					    o->compression_level, layer_compression_name(c),
+					    c == LAYER_ZSTD ? "0-22" : "0-9");
 	}
 	if (strcmp(o->type, "image") == 0) {
 		if (!o->push)
@@ -415,6 +458,12 @@ send_start(struct session *s, const struct opts *o, const char *dockerfile, size
 				  strcmp(s->out.type, "image") == 0 ? "push" : "rootfs");
 	if (s->out.oci_mediatypes >= 0)
 		proto_w_bool(&w, "oci_mediatypes", s->out.oci_mediatypes == 1);
+	if (s->out.compression[0])
+		proto_w_str(&w, "compression", s->out.compression);
+	if (s->out.has_level)
+		proto_w_i64(&w, "compression_level", s->out.compression_level);
+	if (s->out.force_compression)
+		proto_w_bool(&w, "force_compression", true);
 	if (strcmp(s->out.type, "image") == 0 || strcmp(s->out.type, "docker") == 0) {
 		/* name= wins over -t, as in buildx; several names split on ','. */
 		_cleanup_free_ char *names = strdup(s->out.name);

@@ -2,6 +2,7 @@
  * in the list from build.start until build.done or build.error was sent to
  * its client; after that nothing about it is relayed. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "digest.h"
 #include "dockerfile.h"
 #include "err.h"
+#include "layer.h"
 #include "log.h"
 #include "nodes.h"
 #include "oci.h"
@@ -41,8 +43,12 @@ struct build {
 	char **names;                 /* docker: the archive's RepoTags */
 	size_t n_names;
 	bool oci_mt;                  /* OCI media types (else Docker's) */
+	enum layer_compression compression;   /* of the layers the build makes */
+	int compression_level;        /* LAYER_LEVEL_DEFAULT or valid for compression */
+	bool force_compression;
 	int64_t epoch;
 	struct op_layer *layers;      /* per op */
+	char (*layer_mt)[128];        /* per op: the layer's OCI media type, from step.done */
 	bool *has_layer;
 	int64_t start_ms;
 	uint64_t ctx_files, ctx_bytes;
@@ -82,6 +88,7 @@ build_free(struct build *b)
 	op_strv_free(b->push, b->n_push);
 	op_strv_free(b->names, b->n_names);
 	free(b->layers);
+	free(b->layer_mt);
 	free(b->has_layer);
 	free(b);
 }
@@ -280,6 +287,61 @@ contexts_free(struct plan_context *cs, size_t n)
 		free(cs[i].layers);
 	}
 	free(cs);
+}
+
+/* compression, compression_level, force_compression of build.start
+ * (absent: gzip at kiln's level, not forced). */
+static int
+read_compression(struct build *b, const struct proto_msg *m, struct kiln_err *err)
+{
+	_cleanup_free_ char *comp = proto_msg_strdup(m, "compression");
+	int64_t level = LAYER_LEVEL_DEFAULT;
+
+	b->compression = LAYER_GZIP;
+	if (comp && layer_compression_parse(comp, &b->compression) < 0)
+		return kiln_err_set(err, EINVAL, "unsupported compression type '%s' (gzip, zstd, uncompressed)",
+				    comp);
+	(void) proto_msg_i64(m, "compression_level", &level);
+	/* uncompressed has no level; BuildKit ignores one given with it */
+	if (b->compression == LAYER_NONE)
+		level = LAYER_LEVEL_DEFAULT;
+	if (level < INT_MIN || level > INT_MAX || !layer_level_valid(b->compression, (int) level))
+		return kiln_err_set(err, EINVAL, "compression-level=%lld is out of range for %s (%s)",
+				    (long long) level, layer_compression_name(b->compression),
+				    b->compression == LAYER_ZSTD ? "0-22" : "0-9");
+	b->compression_level = (int) level;
+	b->force_compression = false;
+	(void) proto_msg_bool(m, "force_compression", &b->force_compression);
+	return 0;
+}
+
+/* force-compression=true means base image layers in another compression
+ * are recompressed for the output. kiln cannot do that yet, so such a
+ * build fails before anything runs; when every base layer already has the
+ * build's compression (or there is none), force changes nothing. */
+static int
+check_force_compression(const struct build *b, struct kiln_err *err)
+{
+	const char *first = NULL;
+	size_t differ = 0;
+
+	if (!b->force_compression)
+		return 0;
+	for (size_t i = 0; i < b->plan->n_base; i++) {
+		enum layer_compression c;
+
+		if (layer_compression_from_media_type(b->plan->base[i].media_type, &c) < 0 ||
+		    c != b->compression) {
+			first = first ? first : b->plan->base[i].media_type;
+			differ++;
+		}
+	}
+	if (differ == 0)
+		return 0;
+	return kiln_err_set(err, ENOTSUP,
+			    "force-compression=true is not supported yet: %zu base image layer%s would have "
+			    "to be recompressed to %s (the first is %s)", differ, differ == 1 ? "" : "s",
+			    layer_compression_name(b->compression), first);
 }
 
 static int
@@ -539,6 +601,10 @@ on_build_start(struct builds *bs, const struct peer *from, const struct proto_ms
 	 * to OCI ones; oci-mediatypes= overrides. */
 	b->oci_mt = strcmp(b->kind, "docker") != 0;
 	(void) proto_msg_bool(m, "oci_mediatypes", &b->oci_mt);
+	if (read_compression(b, m, &err) < 0) {
+		build_fail(bs, b, &err);
+		return;
+	}
 	b->tag = proto_msg_strdup(m, "tag");
 	if (read_strv(m, "names", &b->names, &b->n_names, &err) < 0 ||
 	    read_strv(m, "push", &b->push, &b->n_push, &err) < 0 ||
@@ -581,9 +647,14 @@ on_build_start(struct builds *bs, const struct peer *from, const struct proto_ms
 		return;
 	}
 	b->layers = calloc(b->plan->n_ops + 1, sizeof(*b->layers));
+	b->layer_mt = calloc(b->plan->n_ops + 1, sizeof(*b->layer_mt));
 	b->has_layer = calloc(b->plan->n_ops + 1, sizeof(bool));
-	if (!b->layers || !b->has_layer) {
+	if (!b->layers || !b->layer_mt || !b->has_layer) {
 		kiln_err_set(&err, ENOMEM, "out of memory");
+		build_fail(bs, b, &err);
+		return;
+	}
+	if (check_force_compression(b, &err) < 0) {
 		build_fail(bs, b, &err);
 		return;
 	}
@@ -629,6 +700,9 @@ on_synced(struct build *b)
 	proto_writer_init(&w, "job.run", 0);
 	proto_w_str(&w, "build", b->id);
 	proto_w_i64(&w, "epoch", b->epoch);
+	proto_w_str(&w, "compression", layer_compression_name(b->compression));
+	if (b->compression_level != LAYER_LEVEL_DEFAULT)
+		proto_w_i64(&w, "compression_level", b->compression_level);
 	pk = proto_w_key(&w, "ops");
 	msgpack_pack_array(pk, b->plan->n_ops);
 	for (size_t i = 0; i < b->plan->n_ops; i++)
@@ -669,36 +743,43 @@ builds_on_client(struct builds *bs, const struct peer *from, const struct proto_
 	}
 }
 
+/* The layer of a step.done, if any: 1 with *ret and ret_mt (its OCI media
+ * type; gzip when the node does not say) filled, 0 without one. */
 static int
-read_layer(const struct proto_msg *m, struct op_layer *ret)
+read_layer(const struct proto_msg *m, struct op_layer *ret, char ret_mt[static 128])
 {
 	const msgpack_object *l = proto_msg_get(m, "layer");
 	_cleanup_free_ char *d = NULL;
 	_cleanup_free_ char *diff = NULL;
+	_cleanup_free_ char *mt = NULL;
+	enum layer_compression c = LAYER_GZIP;
 
 	if (!l)
 		return 0;
 	d = proto_obj_get_strdup(l, "digest");
 	diff = proto_obj_get_strdup(l, "diff_id");
+	mt = proto_obj_get_strdup(l, "media_type");
 	if (!d || !diff || digest_parse(d, &ret->digest) < 0 || digest_parse(diff, &ret->diff_id) < 0 ||
-	    proto_obj_get_u64(l, "size", &ret->size) < 0)
+	    proto_obj_get_u64(l, "size", &ret->size) < 0 ||
+	    (mt && layer_compression_from_media_type(mt, &c) < 0))
 		return -KILN_EPROTO;
+	snprintf(ret_mt, 128, "%s", layer_compression_media_type(c, true));
 	return 1;
 }
 
-/* A base layer's media type under the manifest's media type family: the
- * gzip and plain tar types map one to one between OCI and Docker; others
- * (zstd, foreign layers) stay as they are. */
+/* A layer's media type under the manifest's media type family: the gzip,
+ * zstd and plain tar types map one to one between OCI and Docker, as
+ * BuildKit's ConvertAllLayerMediaTypes does (zstd under Docker types is
+ * "application/vnd.docker.image.rootfs.diff.tar.zstd"); others (foreign
+ * layers) stay as they are. */
 static const char *
 layer_media_type(const char *mt, bool oci)
 {
-	static const char docker_tar[] = "application/vnd.docker.image.rootfs.diff.tar";
+	enum layer_compression c;
 
-	if (strcmp(mt, OCI_MT_LAYER_GZ) == 0 || strcmp(mt, DOCKER_MT_LAYER_GZ) == 0)
-		return oci ? OCI_MT_LAYER_GZ : DOCKER_MT_LAYER_GZ;
-	if (strcmp(mt, OCI_MT_LAYER_TAR) == 0 || strcmp(mt, docker_tar) == 0)
-		return oci ? OCI_MT_LAYER_TAR : docker_tar;
-	return mt;
+	if (layer_compression_from_media_type(mt, &c) < 0)
+		return mt;
+	return layer_compression_media_type(c, oci);
 }
 
 /* Config, manifest and index for the finished build; sends job.export. */
@@ -765,7 +846,7 @@ export_build(struct build *b, struct kiln_err *err)
 				continue;
 			d = &man.layers[n_layers++];
 			snprintf(d->media_type, sizeof(d->media_type), "%s",
-				 b->oci_mt ? OCI_MT_LAYER_GZ : DOCKER_MT_LAYER_GZ);
+				 layer_media_type(b->layer_mt[i], b->oci_mt));
 			d->digest = b->layers[i].digest;
 			d->size = (int64_t) b->layers[i].size;
 		}
@@ -916,7 +997,7 @@ builds_on_node(struct builds *bs, struct node *n, const struct proto_msg *m, zfr
 			if (proto_msg_bin(m, "data", &data, &len) == 0)
 				send_progress(b, step, "log", data, len);
 		} else if (strcmp(t, "step.done") == 0) {
-			int r = read_layer(m, &b->layers[step]);
+			int r = read_layer(m, &b->layers[step], b->layer_mt[step]);
 
 			if (r < 0) {
 				kiln_err_set(&err, KILN_EPROTO, "node '%s': bad layer for step %" PRIu64,

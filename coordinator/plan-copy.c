@@ -375,9 +375,8 @@ plan_copy_source(struct ctx *c, int line, const char *from, struct stage **ret_s
 	return 0;
 }
 
-/* The op COPY --from=from reads. */
-static int
-source_op(struct ctx *c, struct stage *s, int line, const char *from)
+int
+plan_source_op(struct ctx *c, struct stage *s, int line, const char *from)
 {
 	const struct plan_context *pc;
 	struct stage *src;
@@ -709,7 +708,7 @@ plan_copy(struct ctx *c, struct stage *s, const struct plan_cmd *cmd, bool add)
 	if (r == 0 && n->n_heredocs)
 		r = plan_line_err(c, line, ENOTSUP, "heredocs in %s are not supported yet", label);
 	if (r == 0 && !add && fv[F_FROM].used && *fv[F_FROM].value) {
-		from_op = source_op(c, s, line, fv[F_FROM].value);
+		from_op = plan_source_op(c, s, line, fv[F_FROM].value);
 		if (from_op < 0)
 			r = from_op;
 	}

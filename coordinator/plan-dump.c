@@ -60,6 +60,48 @@ platform_json(const struct platform *p)
 	return json_string(platform_fmt(p, ps));
 }
 
+/* RUN --mount: the keys each type uses (a secret's id, never a value). */
+static json_t *
+mounts_json(const struct op *o)
+{
+	static const char *const types[] = { "bind", "cache", "tmpfs", "secret", "ssh" };
+	json_t *a = json_array();
+
+	for (size_t i = 0; a && i < o->n_mounts; i++) {
+		const struct op_mount *m = &o->mounts[i];
+		json_t *j = json_object();
+
+		if (!j)
+			break;
+		json_object_set_new(j, "type", json_string(types[m->type]));
+		json_object_set_new(j, "target", str_or_null(m->target));
+		if (m->type == OP_MOUNT_BIND) {
+			json_object_set_new(j, "from", json_integer(m->from));
+			json_object_set_new(j, "source", str_or_null(m->source));
+		}
+		if (m->type == OP_MOUNT_BIND || m->type == OP_MOUNT_CACHE)
+			json_object_set_new(j, "ro", json_boolean(m->ro));
+		if (m->id)
+			json_object_set_new(j, "id", json_string(m->id));
+		if (m->sharing)
+			json_object_set_new(j, "sharing", json_string(m->sharing));
+		if (m->type == OP_MOUNT_CACHE || m->type == OP_MOUNT_SECRET) {
+			json_object_set_new(j, "mode", json_integer(m->mode));
+			json_object_set_new(j, "uid", json_integer(m->uid));
+			json_object_set_new(j, "gid", json_integer(m->gid));
+		}
+		if (m->type == OP_MOUNT_TMPFS)
+			json_object_set_new(j, "size", json_integer((json_int_t) m->size));
+		if (m->type == OP_MOUNT_SECRET) {
+			json_object_set_new(j, "required", json_boolean(m->required));
+			if (m->env)
+				json_object_set_new(j, "env", json_string(m->env));
+		}
+		json_array_append_new(a, j);
+	}
+	return a;
+}
+
 static json_t *
 entries_json(const struct op *o)
 {
@@ -126,6 +168,8 @@ op_json(const struct plan *p, size_t i)
 		json_object_set_new(j, "cwd", str_or_null(o->cwd));
 		json_object_set_new(j, "user", str_or_null(o->user));
 		json_object_set_new(j, "network", str_or_null(o->network));
+		if (o->n_mounts)
+			json_object_set_new(j, "mounts", mounts_json(o));
 		break;
 	case OP_COPY:
 		json_object_set_new(j, "entries", entries_json(o));

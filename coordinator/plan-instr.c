@@ -379,6 +379,452 @@ dispatch_arg(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
 	return r;
 }
 
+/* ---- RUN --mount ---- */
+
+/* One --mount value as Go's encoding/csv reads a line (BuildKit's
+ * parseMount): fields split on ',', a field that starts with '"' is
+ * quoted and "" in it is a quote. */
+static int
+mount_csv(const char *s, struct strv *out, const char **ret_msg)
+{
+	for (;;) {
+		_cleanup_free_ char *f = malloc(strlen(s) + 1);
+		size_t n = 0;
+
+		if (!f)
+			return -ENOMEM;
+		if (*s == '"') {
+			for (s++;; s++) {
+				if (!*s) {
+					*ret_msg = "extraneous or missing \" in quoted-field";
+					return -EINVAL;
+				}
+				if (*s == '"') {
+					if (s[1] != '"')
+						break;
+					s++;
+				}
+				f[n++] = *s;
+			}
+			s++;
+			if (*s && *s != ',') {
+				*ret_msg = "extraneous or missing \" in quoted-field";
+				return -EINVAL;
+			}
+		} else {
+			for (; *s && *s != ','; s++) {
+				if (*s == '"') {
+					*ret_msg = "bare \" in non-quoted-field";
+					return -EINVAL;
+				}
+				f[n++] = *s;
+			}
+		}
+		f[n] = '\0';
+		if (strv_add(out, f) < 0)
+			return -ENOMEM;
+		if (!*s)
+			return 0;
+		s++;
+	}
+}
+
+/* docker/go-units RAMInBytes: "64m", "1.5g", "10MiB", "512" (bytes). */
+static int
+mount_size(const char *s, uint64_t *ret)
+{
+	static const char units[] = "kmgtp";
+	char *end;
+	double v;
+	const char *u;
+
+	if (!isdigit((unsigned char) *s))
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno)
+		return -EINVAL;
+	if (*end == ' ')
+		end++;
+	if (*end && (u = strchr(units, tolower((unsigned char) *end)))) {
+		for (long k = u - units + 1; k > 0; k--)
+			v *= 1024;
+		end++;
+	}
+	if (*end == 'i' || *end == 'I')
+		end++;
+	if (*end == 'b' || *end == 'B')
+		end++;
+	if (*end || v >= 18446744073709551616.0)
+		return -EINVAL;
+	*ret = (uint64_t) v;
+	return 0;
+}
+
+static int
+mount_bool(const char *v, bool *ret)
+{
+	static const char *const t[] = { "1", "t", "T", "TRUE", "true", "True" };
+	static const char *const f[] = { "0", "f", "F", "FALSE", "false", "False" };
+
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		if (strcmp(v, t[i]) == 0)
+			return *ret = true, 0;
+		if (strcmp(v, f[i]) == 0)
+			return *ret = false, 0;
+	}
+	return -EINVAL;
+}
+
+static int
+mount_u32(const char *v, int base, uint32_t *ret)
+{
+	char *end;
+	unsigned long long x;
+
+	if (!*v || *v == '-' || *v == '+' || isspace((unsigned char) *v))
+		return -EINVAL;
+	errno = 0;
+	x = strtoull(v, &end, base);
+	if (*end || errno || x > UINT32_MAX)
+		return -EINVAL;
+	*ret = (uint32_t) x;
+	return 0;
+}
+
+/* path.Clean of an absolute path (or of "/" + p). */
+static char *
+mount_abs(const char *dir, const char *p)
+{
+	_cleanup_free_ char *joined = p[0] == '/' ? strdup(p) : kiln_strdupf("%s/%s", dir, p);
+	char *out, *o;
+
+	if (!joined)
+		return NULL;
+	out = malloc(strlen(joined) + 2);
+	if (!out)
+		return NULL;
+	o = out;
+	for (const char *c = joined; *c;) {
+		size_t n;
+
+		while (*c == '/')
+			c++;
+		n = strcspn(c, "/");
+		if (n == 0 || (n == 1 && c[0] == '.')) {
+		} else if (n == 2 && c[0] == '.' && c[1] == '.') {
+			while (o > out && *--o != '/')
+				;
+		} else {
+			*o++ = '/';
+			memcpy(o, c, n);
+			o += n;
+		}
+		c += n;
+	}
+	if (o == out)
+		*o++ = '/';
+	*o = '\0';
+	return out;
+}
+
+static const char *const mount_type_names[] = { "bind", "cache", "tmpfs", "secret", "ssh" };
+
+/* parseMount + dispatchRunMounts for one value: fills m (released by the
+ * caller with the op). *ret_from is the from= value (borrowed from
+ * fields) or NULL. */
+static int
+parse_mount(struct ctx *c, struct stage *s, int line, const char *val, struct op_mount *m,
+	    struct strv *vals, const char **ret_from)
+{
+	const char *msg = NULL, *from = NULL, *target = NULL, *source = NULL, *id = NULL;
+	bool ro_set = false, ro = false, has_mode = false, has_uid = false, has_gid = false;
+	int r;
+
+	*ret_from = NULL;
+	m->from = -1;
+	m->type = OP_MOUNT_BIND;
+	r = mount_csv(val, vals, &msg);
+	if (r == -ENOMEM)
+		return plan_nomem(c);
+	if (r < 0)
+		return plan_line_err(c, line, EINVAL, "failed to parse csv mounts: %s", msg);
+	/* type first: BuildKit reads it wherever it is, and the other keys
+	 * depend on it */
+	for (size_t i = 0; i < vals->n; i++) {
+		if (strncasecmp(vals->v[i], "type=", 5) != 0)
+			continue;
+		for (size_t t = 0; t <= ARRAY_SIZE(mount_type_names); t++) {
+			if (t == ARRAY_SIZE(mount_type_names))
+				return plan_line_err(c, line, EINVAL, "unsupported mount type \"%s\"",
+						     vals->v[i] + 5);
+			if (strcasecmp(vals->v[i] + 5, mount_type_names[t]) == 0) {
+				m->type = (enum op_mount_type) t;
+				break;
+			}
+		}
+	}
+	/* expanded values are appended to vals: only the fields are read */
+	for (size_t i = 0, n_fields = vals->n; i < n_fields; i++) {
+		char *field = vals->v[i], *eq = strchr(field, '=');
+		_cleanup_free_ char *value = NULL;
+		char key[32];
+		size_t kl = eq ? (size_t) (eq - field) : strlen(field);
+		bool b;
+
+		snprintf(key, sizeof(key), "%.*s", (int) kl, field);
+		for (char *k = key; *k; k++)
+			*k = (char) tolower((unsigned char) *k);
+		if (!eq) {
+			if (strcmp(key, "readonly") == 0 || strcmp(key, "ro") == 0) {
+				ro_set = ro = true;
+				continue;
+			}
+			if (strcmp(key, "readwrite") == 0 || strcmp(key, "rw") == 0) {
+				ro_set = true;
+				ro = false;
+				continue;
+			}
+			if (strcmp(key, "required") == 0 &&
+			    (m->type == OP_MOUNT_SECRET || m->type == OP_MOUNT_SSH)) {
+				m->required = true;
+				continue;
+			}
+			return plan_line_err(c, line, EINVAL,
+					     "invalid field '%s' must be a key=value pair", field);
+		}
+		if (strcmp(key, "from") == 0) {
+			from = eq + 1;
+			continue;
+		}
+		r = plan_expand(c, line, eq + 1, &s->env, &value);
+		if (r < 0)
+			return r;
+		/* keep the expanded value alive with the fields */
+		if (strv_add(vals, value) < 0)
+			return plan_nomem(c);
+		field = vals->v[i];
+		{
+			const char *v = vals->v[vals->n - 1];
+
+			if (strcmp(key, "type") == 0) {
+			} else if (strcmp(key, "source") == 0 || strcmp(key, "src") == 0) {
+				source = v;
+			} else if (strcmp(key, "target") == 0 || strcmp(key, "dst") == 0 ||
+				   strcmp(key, "destination") == 0) {
+				target = v;
+			} else if (strcmp(key, "readonly") == 0 || strcmp(key, "ro") == 0 ||
+				   strcmp(key, "readwrite") == 0 || strcmp(key, "rw") == 0) {
+				if (mount_bool(v, &b) < 0)
+					return plan_line_err(c, line, EINVAL, "invalid value for %s: %s", key, v);
+				ro_set = true;
+				ro = strcmp(key, "ro") == 0 || strcmp(key, "readonly") == 0 ? b : !b;
+			} else if (strcmp(key, "required") == 0 &&
+				   (m->type == OP_MOUNT_SECRET || m->type == OP_MOUNT_SSH)) {
+				if (mount_bool(v, &m->required) < 0)
+					return plan_line_err(c, line, EINVAL, "invalid value for %s: %s", key, v);
+			} else if (strcmp(key, "size") == 0 && m->type == OP_MOUNT_TMPFS) {
+				if (mount_size(v, &m->size) < 0)
+					return plan_line_err(c, line, EINVAL, "invalid value for %s: %s", key, v);
+			} else if (strcmp(key, "id") == 0) {
+				id = v;
+			} else if (strcmp(key, "sharing") == 0 && m->type == OP_MOUNT_CACHE) {
+				if (strcasecmp(v, "shared") != 0 && strcasecmp(v, "private") != 0 &&
+				    strcasecmp(v, "locked") != 0)
+					return plan_line_err(c, line, EINVAL, "unsupported sharing value \"%s\"", v);
+				free(m->sharing);
+				m->sharing = strdup(v);
+				if (!m->sharing)
+					return plan_nomem(c);
+				for (char *p = m->sharing; *p; p++)
+					*p = (char) tolower((unsigned char) *p);
+			} else if (strcmp(key, "mode") == 0) {
+				if (mount_u32(v, 8, &m->mode) < 0)
+					return plan_line_err(c, line, EINVAL, "invalid value %s for mode", v);
+				has_mode = true;
+			} else if (strcmp(key, "uid") == 0) {
+				if (mount_u32(v, 10, &m->uid) < 0)
+					return plan_line_err(c, line, EINVAL, "invalid value %s for uid", v);
+				has_uid = true;
+			} else if (strcmp(key, "gid") == 0) {
+				if (mount_u32(v, 10, &m->gid) < 0)
+					return plan_line_err(c, line, EINVAL, "invalid value %s for gid", v);
+				has_gid = true;
+			} else if (strcmp(key, "env") == 0 && m->type == OP_MOUNT_SECRET) {
+				if (!*v || strchr(v, '='))
+					return plan_line_err(c, line, EINVAL, "invalid value for env: %s", v);
+				free(m->env);
+				m->env = strdup(v);
+				if (!m->env)
+					return plan_nomem(c);
+			} else {
+				return plan_line_err(c, line, EINVAL, "unexpected key '%s' in '%s'", key, field);
+			}
+		}
+	}
+	/* validateMount */
+	if (m->type != OP_MOUNT_SECRET && m->type != OP_MOUNT_SSH && m->type != OP_MOUNT_CACHE &&
+	    (has_mode || has_uid || has_gid))
+		return plan_line_err(c, line, EINVAL, "%s not allowed for \"%s\" type mounts",
+				     has_mode ? "mode" : has_uid ? "uid" : "gid", mount_type_names[m->type]);
+	if (m->type == OP_MOUNT_SECRET && from && *from)
+		return plan_line_err(c, line, EINVAL, "secret mount should not have a from");
+	if (m->type == OP_MOUNT_SECRET && source && *source && id && *id)
+		return plan_line_err(c, line, EINVAL, "both source and id can't be set");
+	if ((m->type == OP_MOUNT_BIND || m->type == OP_MOUNT_CACHE || m->type == OP_MOUNT_TMPFS) &&
+	    !(target && *target))
+		return plan_line_err(c, line, EINVAL, "mount target must be set for %s mounts",
+				     mount_type_names[m->type]);
+	if (m->type == OP_MOUNT_SECRET && source && *source)
+		id = source;
+	if (m->type == OP_MOUNT_SECRET && !(id && *id) && !(target && *target) && !m->env)
+		return plan_line_err(c, line, EINVAL,
+				     "invalid secret mount. one of source, target required");
+
+	if (target && *target) {
+		m->target = mount_abs(s->cwd, target);
+		if (!m->target)
+			return plan_nomem(c);
+	}
+	switch (m->type) {
+	case OP_MOUNT_BIND:
+		m->ro = ro_set ? ro : true;
+		m->source = mount_abs("/", source && *source ? source : "/");
+		if (!m->source)
+			return plan_nomem(c);
+		*ret_from = from && *from ? from : NULL;
+		break;
+	case OP_MOUNT_CACHE:
+		m->ro = ro_set && ro;
+		if (!has_mode)
+			m->mode = 0755;
+		/* BuildKit's default id is the target as written */
+		m->id = strdup(id && *id ? id : target);
+		if (!m->sharing)
+			m->sharing = strdup("shared");
+		if (!m->id || !m->sharing)
+			return plan_nomem(c);
+		if ((from && *from) || (source && *source))
+			return plan_line_err(c, line, ENOTSUP,
+					     "RUN --mount=type=cache with from or source is not supported yet");
+		break;
+	case OP_MOUNT_TMPFS:
+		break;
+	case OP_MOUNT_SECRET:
+		if (!has_mode)
+			m->mode = 0400;
+		if (id && *id) {
+			m->id = strdup(id);
+		} else if (!m->target) {
+			return plan_line_err(c, line, EINVAL, "secret mount needs an id or a target");
+		} else {
+			const char *slash = strrchr(m->target, '/');
+
+			m->id = strdup(slash + 1);
+		}
+		if (!m->id)
+			return plan_nomem(c);
+		if (!m->target && !m->env)
+			m->target = kiln_strdupf("/run/secrets/%s", m->id);
+		if (!m->env && !m->target)
+			return plan_nomem(c);
+		/* parsed in full, but the client cannot send values yet */
+		return plan_line_err(c, line, ENOTSUP, "RUN --mount=type=secret is not supported yet");
+	case OP_MOUNT_SSH:
+		return plan_line_err(c, line, ENOTSUP, "RUN --mount=type=ssh is not supported yet");
+	}
+	return 0;
+}
+
+/* The --mount values of RUN node n, in order. */
+static size_t
+mount_values(const struct df_node *n, const char **out, size_t max)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n->n_flags && k < max; i++) {
+		if (strcmp(n->flags[i], "--") == 0)
+			break;
+		if (strncmp(n->flags[i], "--mount=", 8) == 0)
+			out[k++] = n->flags[i] + 8;
+	}
+	return k;
+}
+
+int
+plan_run_mount_deps(struct ctx *c, struct stage *s, const struct df_node *n, int line)
+{
+	const char *vals[64];
+	size_t nv;
+
+	if (strcmp(n->keyword, "run") != 0)
+		return 0;
+	nv = mount_values(n, vals, ARRAY_SIZE(vals));
+	for (size_t i = 0; i < nv; i++) {
+		struct strv f = { 0 };
+		const char *msg;
+		int r = mount_csv(vals[i], &f, &msg);
+
+		for (size_t k = 0; r == 0 && k < f.n; k++) {
+			const struct plan_context *pc;
+			struct stage *dep = NULL;
+			struct kiln_err saved = *c->err;
+			bool dup = false;
+
+			if (strncasecmp(f.v[k], "from=", 5) != 0 || !f.v[k][5])
+				continue;
+			/* a bad from= is reported when the RUN is dispatched */
+			if (plan_copy_source(c, line, f.v[k] + 5, &dep, &pc) < 0) {
+				*c->err = saved;
+				continue;
+			}
+			if (!dep)
+				continue;
+			for (size_t d = 0; d < s->n_deps; d++)
+				dup = dup || s->deps[d] == dep->index;
+			if (!dup && plan_int_append(&s->deps, &s->n_deps, dep->index) < 0)
+				r = plan_nomem(c);
+		}
+		strv_free(&f);
+		if (r == -ENOMEM)
+			return plan_nomem(c);
+		if (r < 0 && c->err->code == ENOMEM)
+			return r;
+	}
+	return 0;
+}
+
+/* Every --mount of RUN node n into op->mounts. */
+static int
+run_mounts(struct ctx *c, struct stage *s, int line, const char *const *values, size_t n,
+	   struct op *op)
+{
+	op->mounts = calloc(n + 1, sizeof(*op->mounts));
+	if (!op->mounts)
+		return plan_nomem(c);
+	for (size_t i = 0; i < n; i++) {
+		struct op_mount *m = &op->mounts[op->n_mounts++];
+		struct strv vals = { 0 };
+		const char *from;
+		int r;
+
+		r = parse_mount(c, s, line, values[i], m, &vals, &from);
+		if (r == 0 && from) {
+			r = plan_source_op(c, s, line, from);
+			if (r >= 0)
+				m->from = r;
+		} else if (r == 0 && m->type == OP_MOUNT_BIND) {
+			r = plan_line_err(c, line, ENOTSUP,
+					  "RUN --mount=type=bind from the build context is not supported yet "
+					  "(give from=STAGE or a named context)");
+		}
+		strv_free(&vals);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 /* ---- RUN, WORKDIR ---- */
 
 /* "|N K=V ... " for the ARGs a RUN sees (BuildKit's runCommandString):
@@ -422,8 +868,9 @@ dispatch_run(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
 		instr_flag_values_release(fv, ARRAY_SIZE(defs));
 		return plan_line_err(c, cmd->line, c->err->code, "%s", c->err->msg);
 	}
-	if (fv[0].n_values)
-		r = plan_line_err(c, cmd->line, ENOTSUP, "RUN --mount is not supported yet");
+	if (fv[0].n_values && (r = run_mounts(c, s, cmd->line, fv[0].values, fv[0].n_values,
+						 &op)) < 0)
+		;       /* r says why */
 	else if (fv[2].used)
 		r = plan_line_err(c, cmd->line, ENOTSUP, "RUN --security is not supported yet");
 	else if (fv[3].n_values)
@@ -438,8 +885,10 @@ dispatch_run(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
 	else if (!(net = strdup(fv[1].value)))
 		r = plan_nomem(c);
 	instr_flag_values_release(fv, ARRAY_SIZE(defs));
-	if (r < 0)
+	if (r < 0) {
+		op_release(&op);
 		return r;
+	}
 
 	{
 		struct strv pre = { 0 };

@@ -159,6 +159,10 @@ char *plan_go_quote_list(const json_t *arr);
 /* Go's fmt %v of a []string: [a b]. */
 char *plan_go_list(char *const *v, size_t n);
 
+/* Add to s->deps the stages that RUN --mount from= in n reads (n may be
+ * any instruction). */
+int plan_run_mount_deps(struct ctx *c, struct stage *s, const struct df_node *n, int line);
+
 /* ---- plan-copy.c ---- */
 /* COPY (add == false) or ADD. */
 int plan_copy(struct ctx *c, struct stage *s, const struct plan_cmd *cmd, bool add);
@@ -166,5 +170,8 @@ int plan_copy(struct ctx *c, struct stage *s, const struct plan_cmd *cmd, bool a
  * (*ret_ctx); both NULL: neither. Errors for a bad index or variables. */
 int plan_copy_source(struct ctx *c, int line, const char *from, struct stage **ret_stage,
 		     const struct plan_context **ret_ctx);
+/* The op that --from=from names for stage s (a dispatched stage or a
+ * context, made on first use); errors are COPY --from's. */
+int plan_source_op(struct ctx *c, struct stage *s, int line, const char *from);
 
 #endif

@@ -58,6 +58,9 @@ prune(struct ctx *c, int result, int **ret_map)
 			keep[p->ops[i].input] = true;
 		if (p->ops[i].kind == OP_COPY_FROM)
 			keep[p->ops[i].from] = true;
+		for (size_t k = 0; k < p->ops[i].n_mounts; k++)
+			if (p->ops[i].mounts[k].from >= 0)
+				keep[p->ops[i].mounts[k].from] = true;
 	}
 	for (size_t i = 0; i < p->n_ops; i++) {
 		if (!keep[i]) {
@@ -74,6 +77,9 @@ prune(struct ctx *c, int result, int **ret_map)
 			p->ops[n].input = map[p->ops[n].input];
 		if (p->ops[n].kind == OP_COPY_FROM)
 			p->ops[n].from = map[p->ops[n].from];
+		for (size_t k = 0; k < p->ops[n].n_mounts; k++)
+			if (p->ops[n].mounts[k].from >= 0)
+				p->ops[n].mounts[k].from = map[p->ops[n].mounts[k].from];
 		n++;
 	}
 	p->n_ops = n;

@@ -896,6 +896,8 @@ collect_deps(struct ctx *c)
 				r = copy_dep(c, n, n->start_line, &dep);
 			if (r == 0 && dep)
 				r = add_dep(c, s, dep->index);
+			if (r == 0)
+				r = plan_run_mount_deps(c, s, n, n->start_line);
 			if (r < 0)
 				return r;
 		}

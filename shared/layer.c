@@ -1,4 +1,5 @@
-/* Layers: turning directory trees into tar+gzip blobs and back.
+/* Layers: turning directory trees into tar blobs (gzip, zstd or plain) and
+ * back.
  *
  * Writing: a tree is walked completely before anything is written, the
  * entries are sorted bytewise by tar path and only then streamed through
@@ -9,7 +10,11 @@
  * group names, whole-second mtimes (clamped to the epoch when one is
  * given), xattrs in name order, hard links named after the first path of
  * the inode in sort order, and a gzip header without name or time and with
- * the OS byte forced to Unix. libarchive reads the process locale when a
+ * the OS byte forced to Unix. zstd output is one frame from a single-threaded
+ * context with every frame flag pinned (checksum on, no dictionary id, no
+ * content size), so only the level and the libzstd version decide the bytes.
+ * The diff_id is the digest of the tar itself, so it does not depend on the
+ * compression. libarchive reads the process locale when a
  * name is not ASCII; kiln never calls setlocale(), so that is always "C"
  * (raw bytes with hdrcharset=BINARY).
  *
@@ -44,6 +49,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include "cas.h"
 #include "cleanup.h"
@@ -57,6 +63,8 @@
  * about three times faster than the default and costs little size on the
  * binaries and text that layers hold. */
 #define LAYER_GZIP_LEVEL 1
+/* zstd's own default, and what BuildKit's default speed amounts to. */
+#define LAYER_ZSTD_LEVEL 3
 #define GZIP_OS_UNIX 3
 #define COPY_CHUNK (128 * 1024)
 #define ZCHUNK (64 * 1024)
@@ -416,12 +424,15 @@ walk_close(struct walk *w, unsigned n)
 	walk_release(w);
 }
 
-/* Where the tar goes: gzip into a blob-store writer, or a plain fd. */
+/* Where the tar goes: compressed (or not) into a blob-store writer, or a
+ * plain fd. */
 struct sink {
 	struct kiln_err *err;
 	int failed;             /* negative errno once a write failed */
 	struct digest_ctx *tar_dc;
 	struct cas_writer *cw;
+	enum layer_compression comp;
+	ZSTD_CCtx *zc;
 	bool z_ready;
 	z_stream z;
 	gz_header gzh;
@@ -455,6 +466,28 @@ sink_deflate(struct sink *s, const void *buf, size_t len, int flush)
 	return 0;
 }
 
+static int
+sink_zstd(struct sink *s, const void *buf, size_t len, ZSTD_EndDirective end)
+{
+	ZSTD_inBuffer in = { buf, len, 0 };
+	size_t left;
+
+	do {
+		ZSTD_outBuffer out = { s->zbuf, sizeof(s->zbuf), 0 };
+
+		left = ZSTD_compressStream2(s->zc, &out, &in, end);
+		if (ZSTD_isError(left))
+			return kiln_err_set(s->err, EIO, "zstd: %s", ZSTD_getErrorName(left));
+		if (out.pos > 0) {
+			int r = cas_writer_write(s->cw, s->zbuf, out.pos, s->err);
+
+			if (r < 0)
+				return r;
+		}
+	} while (end == ZSTD_e_end ? left != 0 : in.pos < in.size);
+	return 0;
+}
+
 static la_ssize_t
 sink_write(struct archive *a, void *data, const void *buf, size_t len)
 {
@@ -463,7 +496,15 @@ sink_write(struct archive *a, void *data, const void *buf, size_t len)
 
 	if (s->tar_dc)
 		digest_ctx_update(s->tar_dc, buf, len);
-	if (s->cw) {
+	if (s->cw && s->comp == LAYER_ZSTD) {
+		r = sink_zstd(s, buf, len, ZSTD_e_continue);
+		if (r < 0)
+			goto fail;
+	} else if (s->cw && s->comp == LAYER_NONE) {
+		r = cas_writer_write(s->cw, buf, len, s->err);
+		if (r < 0)
+			goto fail;
+	} else if (s->cw) {
 		/* zlib takes uInt lengths; libarchive blocks are far smaller. */
 		for (size_t off = 0; off < len; off += UINT_MAX) {
 			size_t chunk = len - off > UINT_MAX ? UINT_MAX : len - off;
@@ -719,9 +760,151 @@ out:
 	return r;
 }
 
+/* Set up s's compressor for comp at level (already checked). */
+static int
+sink_start(struct sink *s, enum layer_compression comp, int level, struct kiln_err *err)
+{
+	size_t zr;
+
+	s->comp = comp;
+	switch (comp) {
+	case LAYER_NONE:
+		return 0;
+	case LAYER_ZSTD:
+		s->zc = ZSTD_createCCtx();
+		if (!s->zc)
+			return kiln_err_set(err, ENOMEM, "zstd: init failed");
+		/* Every parameter that shapes the frame is set, so a change of
+		 * libzstd's defaults cannot change the bytes; nbWorkers 0 keeps
+		 * the block split independent of timing. */
+		zr = ZSTD_CCtx_setParameter(s->zc, ZSTD_c_compressionLevel,
+					    level == LAYER_LEVEL_DEFAULT ? LAYER_ZSTD_LEVEL : level);
+		if (!ZSTD_isError(zr))
+			zr = ZSTD_CCtx_setParameter(s->zc, ZSTD_c_checksumFlag, 1);
+		if (!ZSTD_isError(zr))
+			zr = ZSTD_CCtx_setParameter(s->zc, ZSTD_c_contentSizeFlag, 0);
+		if (!ZSTD_isError(zr))
+			zr = ZSTD_CCtx_setParameter(s->zc, ZSTD_c_dictIDFlag, 0);
+		if (!ZSTD_isError(zr))
+			zr = ZSTD_CCtx_setParameter(s->zc, ZSTD_c_nbWorkers, 0);
+		if (ZSTD_isError(zr))
+			return kiln_err_set(err, EINVAL, "zstd: %s", ZSTD_getErrorName(zr));
+		return 0;
+	case LAYER_GZIP:
+		break;
+	}
+	/* windowBits 16+15: a gzip wrapper. The explicit header pins the OS
+	 * byte, which zlib otherwise takes from the build host. */
+	if (deflateInit2(&s->z, level == LAYER_LEVEL_DEFAULT ? LAYER_GZIP_LEVEL : level, Z_DEFLATED,
+			 16 + 15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		return kiln_err_set(err, ENOMEM, "gzip: init failed");
+	s->z_ready = true;
+	s->gzh.os = GZIP_OS_UNIX;
+	if (deflateSetHeader(&s->z, &s->gzh) != Z_OK)
+		return kiln_err_set(err, EIO, "gzip: set header failed");
+	return 0;
+}
+
+static int
+sink_finish(struct sink *s)
+{
+	switch (s->comp) {
+	case LAYER_NONE:
+		return 0;
+	case LAYER_ZSTD:
+		return sink_zstd(s, NULL, 0, ZSTD_e_end);
+	case LAYER_GZIP:
+		break;
+	}
+	return sink_deflate(s, NULL, 0, Z_FINISH);
+}
+
+static void
+sink_stop(struct sink *s)
+{
+	if (s->z_ready)
+		deflateEnd(&s->z);
+	s->z_ready = false;
+	ZSTD_freeCCtx(s->zc);
+	s->zc = NULL;
+}
+
 int
-layer_from_dir(struct cas *cas, const char *dir, int64_t epoch, struct layer_info *ret,
-	       struct kiln_err *err)
+layer_compression_parse(const char *name, enum layer_compression *ret)
+{
+	if (strcmp(name, "gzip") == 0)
+		*ret = LAYER_GZIP;
+	else if (strcmp(name, "zstd") == 0)
+		*ret = LAYER_ZSTD;
+	else if (strcmp(name, "uncompressed") == 0)
+		*ret = LAYER_NONE;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+const char *
+layer_compression_name(enum layer_compression comp)
+{
+	switch (comp) {
+	case LAYER_ZSTD:
+		return "zstd";
+	case LAYER_NONE:
+		return "uncompressed";
+	case LAYER_GZIP:
+		break;
+	}
+	return "gzip";
+}
+
+bool
+layer_level_valid(enum layer_compression comp, int level)
+{
+	if (level == LAYER_LEVEL_DEFAULT)
+		return true;
+	switch (comp) {
+	case LAYER_ZSTD:
+		return level >= 0 && level <= 22;
+	case LAYER_NONE:
+		return false;
+	case LAYER_GZIP:
+		break;
+	}
+	return level >= 0 && level <= 9;
+}
+
+const char *
+layer_compression_media_type(enum layer_compression comp, bool oci)
+{
+	switch (comp) {
+	case LAYER_ZSTD:
+		return oci ? OCI_MT_LAYER_ZSTD : DOCKER_MT_LAYER_ZSTD;
+	case LAYER_NONE:
+		return oci ? OCI_MT_LAYER_TAR : DOCKER_MT_LAYER_TAR;
+	case LAYER_GZIP:
+		break;
+	}
+	return oci ? OCI_MT_LAYER_GZ : DOCKER_MT_LAYER_GZ;
+}
+
+int
+layer_compression_from_media_type(const char *mt, enum layer_compression *ret)
+{
+	static const enum layer_compression all[] = { LAYER_GZIP, LAYER_ZSTD, LAYER_NONE };
+
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		if (strcmp(mt, layer_compression_media_type(all[i], true)) == 0 ||
+		    strcmp(mt, layer_compression_media_type(all[i], false)) == 0) {
+			*ret = all[i];
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+int
+layer_make(struct cas *cas, const char *dir, int64_t epoch, enum layer_compression comp, int level,
+	   struct layer_info *ret, struct kiln_err *err)
 {
 	const char *roots[1] = { dir };
 	_cleanup_free_ struct sink *s = NULL;
@@ -730,6 +913,10 @@ layer_from_dir(struct cas *cas, const char *dir, int64_t epoch, struct layer_inf
 	uint64_t size;
 	int r;
 
+	if ((comp != LAYER_GZIP && comp != LAYER_ZSTD && comp != LAYER_NONE) ||
+	    !layer_level_valid(comp, level))
+		return kiln_err_set(err, EINVAL, "compression level %d is out of range for %s", level,
+				    layer_compression_name(comp));
 	r = walk_trees(&w, roots, 1, false, err);
 	if (r < 0)
 		goto out_walk;
@@ -749,49 +936,46 @@ layer_from_dir(struct cas *cas, const char *dir, int64_t epoch, struct layer_inf
 		r = kiln_err_set(err, ENOMEM, "out of memory");
 		goto out_walk;
 	}
-	/* windowBits 16+15: a gzip wrapper. The explicit header pins the OS
-	 * byte, which zlib otherwise takes from the build host. */
-	if (deflateInit2(&s->z, LAYER_GZIP_LEVEL, Z_DEFLATED, 16 + 15, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
-		r = kiln_err_set(err, ENOMEM, "gzip: init failed");
-		goto out_digest;
-	}
-	s->z_ready = true;
-	s->gzh.os = GZIP_OS_UNIX;
-	if (deflateSetHeader(&s->z, &s->gzh) != Z_OK) {
-		r = kiln_err_set(err, EIO, "gzip: set header failed");
-		goto out_deflate;
-	}
+	r = sink_start(s, comp, level, err);
+	if (r < 0)
+		goto out_compressor;
 	r = cas_writer_new(cas, NULL, &s->cw, err);
 	if (r < 0)
-		goto out_deflate;
+		goto out_compressor;
 	r = write_tar(&w, s, epoch, err);
 	if (r < 0)
 		goto out_writer;
-	r = sink_deflate(s, NULL, 0, Z_FINISH);
+	r = sink_finish(s);
 	if (r < 0)
 		goto out_writer;
 	digest_ctx_final(s->tar_dc, &diff_id);
 	size = cas_writer_size(s->cw);
-	r = cas_writer_commit(STEAL_PTR(s->cw), OCI_MT_LAYER_GZ, &digest, err);
+	r = cas_writer_commit(STEAL_PTR(s->cw), layer_compression_media_type(comp, true), &digest, err);
 	if (r < 0) {
 		kiln_err_wrap(err, "store layer of '%s'", dir);
-		goto out_deflate;
+		goto out_compressor;
 	}
 	ret->diff_id = diff_id;
 	ret->digest = digest;
 	ret->size = size;
 	r = 0;
-	goto out_deflate;
+	goto out_compressor;
 out_writer:
 	cas_writer_abort(s->cw);
 	kiln_err_wrap(err, "make layer of '%s'", dir);
-out_deflate:
-	deflateEnd(&s->z);
-out_digest:
+out_compressor:
+	sink_stop(s);
 	digest_ctx_free(s->tar_dc);
 out_walk:
 	walk_close(&w, 1);
 	return r;
+}
+
+int
+layer_from_dir(struct cas *cas, const char *dir, int64_t epoch, struct layer_info *ret,
+	       struct kiln_err *err)
+{
+	return layer_make(cas, dir, epoch, LAYER_GZIP, LAYER_LEVEL_DEFAULT, ret, err);
 }
 
 int
@@ -817,9 +1001,13 @@ layer_write_rootfs_tar(const char *const *lowers, unsigned n, int fd, int64_t ep
 /* The uncompressed byte stream handed to libarchive, hashed as it passes. */
 struct xin {
 	int fd;
-	bool gz, eof, member_done;
+	enum layer_compression comp;    /* sniffed from the first bytes */
+	bool eof, member_done;
 	bool z_ready;
 	z_stream z;
+	ZSTD_DCtx *zd;
+	ZSTD_inBuffer zin;
+	size_t zleft;                   /* 0 between zstd frames */
 	struct digest_ctx *dc;
 	struct kiln_err *err;
 	int failed;
@@ -840,13 +1028,52 @@ xin_fill(struct xin *x)
 	return n;
 }
 
+/* Next chunk of zstd-decompressed bytes into x->out; 0 at the end. Frames
+ * may follow each other (as from concatenation). */
+static ssize_t
+xin_next_zstd(struct xin *x)
+{
+	for (;;) {
+		ZSTD_outBuffer out = { x->out, sizeof(x->out), 0 };
+		ssize_t n;
+
+		if (x->zin.pos == x->zin.size && !x->eof) {
+			n = xin_fill(x);
+			if (n < 0)
+				return n;
+			x->eof = n == 0;
+			x->zin.src = x->in;
+			x->zin.size = (size_t) n;
+			x->zin.pos = 0;
+		}
+		if (x->zin.pos == x->zin.size && x->eof) {
+			/* zleft is 0 exactly when the last frame was complete
+			 * (and its checksum verified). */
+			if (x->zleft != 0)
+				return kiln_err_set(x->err, EBADMSG, "zstd: unexpected end of data");
+			return 0;
+		}
+		x->zleft = ZSTD_decompressStream(x->zd, &out, &x->zin);
+		if (ZSTD_isError(x->zleft))
+			return kiln_err_set(x->err, EBADMSG, "zstd: %s", ZSTD_getErrorName(x->zleft));
+		if (out.pos > 0)
+			return (ssize_t) out.pos;
+	}
+}
+
 /* Next chunk of uncompressed bytes into x->out; 0 at the end. */
 static ssize_t
 xin_next(struct xin *x)
 {
 	ssize_t n;
 
-	if (!x->gz) {
+	if (x->comp == LAYER_ZSTD) {
+		n = xin_next_zstd(x);
+		if (n < 0)
+			return n;
+		goto out;
+	}
+	if (x->comp == LAYER_NONE) {
 		do
 			n = read(x->fd, x->out, sizeof(x->out));
 		while (n < 0 && errno == EINTR);
@@ -1458,7 +1685,7 @@ layer_extract(const char *blob_path, const char *dest, struct digest *ret_diff_i
 	_cleanup_free_ struct xin *in = NULL;
 	_cleanup_free_ char *tmp = NULL;
 	struct xctx x = { .root = -1, .cfd = -1, .err = err, .entry = "" };
-	unsigned char magic[2];
+	unsigned char magic[4];
 	struct stat st;
 	ssize_t n;
 	int r;
@@ -1479,13 +1706,21 @@ layer_extract(const char *blob_path, const char *dest, struct digest *ret_diff_i
 		r = kiln_err_errno(err, errno, "read layer blob '%s'", blob_path);
 		goto out_close;
 	}
-	in->gz = n == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
-	if (in->gz) {
+	in->comp = LAYER_NONE;
+	if (n >= 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
+		in->comp = LAYER_GZIP;
 		if (inflateInit2(&in->z, 16 + 15) != Z_OK) {
 			r = kiln_err_set(err, ENOMEM, "gzip: init failed");
 			goto out_close;
 		}
 		in->z_ready = true;
+	} else if (n == 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd) {
+		in->comp = LAYER_ZSTD;
+		in->zd = ZSTD_createDCtx();
+		if (!in->zd) {
+			r = kiln_err_set(err, ENOMEM, "zstd: init failed");
+			goto out_close;
+		}
 	}
 	if (ret_diff_id) {
 		in->dc = digest_ctx_new();
@@ -1541,6 +1776,7 @@ out_close:
 	free(x.dirs);
 	if (in->z_ready)
 		inflateEnd(&in->z);
+	ZSTD_freeDCtx(in->zd);
 	digest_ctx_free(in->dc);
 	(void) close(in->fd);
 	return r;

@@ -1,13 +1,17 @@
-/* Layers: deterministic tar+gzip blobs made from overlay upper directories,
- * and extraction of layer blobs into directories that overlayfs can stack.
+/* Layers: deterministic tar blobs (gzip, zstd or uncompressed) made from
+ * overlay upper directories, and extraction of layer blobs into directories
+ * that overlayfs can stack.
  *
  * Making a layer: entries sorted by path (bytewise), uid/gid numeric with
  * empty user/group names, no atime/ctime, mtimes clamped to epoch when
  * epoch >= 0, overlay whiteouts (char device 0/0) written as OCI ".wh.NAME"
  * files and opaque directories (xattr trusted.overlay.opaque=y) as
  * ".wh..wh..opq"; xattrs other than trusted.overlay.* kept. gzip through
- * zlib with a header that has no name and no time. The same tree gives the
- * same bytes on every machine.
+ * zlib with a header that has no name and no time; zstd through libzstd as
+ * one single-threaded frame with a checksum, no dictionary id and no
+ * content size. The same tree, compression and level give the same bytes
+ * on every machine (for zstd: with the same libzstd version), and the same
+ * diff_id whatever the compression.
  *
  * Extracting: the inverse mapping into overlay form; hard links, symlinks,
  * devices and xattrs kept; entries that would escape the destination
@@ -25,19 +29,45 @@
 struct kiln_err;
 struct cas;
 
+enum layer_compression { LAYER_GZIP, LAYER_ZSTD, LAYER_NONE };
+
+/* Levels: gzip 0..9, zstd 0..22 (0 = libzstd's default, 3); none has no
+ * level. LAYER_LEVEL_DEFAULT picks kiln's: gzip 1, zstd 3. The level is part
+ * of the blob format: changing it changes the layer digests. */
+#define LAYER_LEVEL_DEFAULT (-1)
+
 struct layer_info {
 	struct digest diff_id;      /* sha256 of the uncompressed tar */
-	struct digest digest;       /* sha256 of the gzip blob (stored in cas) */
+	struct digest digest;       /* sha256 of the blob (stored in cas) */
 	uint64_t size;              /* blob size */
 };
 
-/* Make a layer from dir (an overlay upper dir or any tree). Returns 1 and
- * stores nothing when dir holds no entries, else 0 with *ret filled and the
- * blob stored in cas under media type OCI layer gzip. */
+/* Make a layer from dir (an overlay upper dir or any tree) compressed with
+ * comp at level (LAYER_LEVEL_DEFAULT or in the range above; -EINVAL
+ * otherwise). Returns 1 and stores nothing when dir holds no entries, else
+ * 0 with *ret filled and the blob stored in cas under the OCI layer media
+ * type of comp. */
+int layer_make(struct cas *cas, const char *dir, int64_t epoch, enum layer_compression comp,
+	       int level, struct layer_info *ret, struct kiln_err *err);
+/* layer_make with gzip at the default level. */
 int layer_from_dir(struct cas *cas, const char *dir, int64_t epoch, struct layer_info *ret,
 		   struct kiln_err *err);
 
-/* Extract the layer blob at blob_path (gzip or plain tar, sniffed) into
+/* "gzip", "zstd", "uncompressed" (buildx's names) <-> the enum. parse
+ * returns -EINVAL for any other name. */
+int layer_compression_parse(const char *name, enum layer_compression *ret);
+const char *layer_compression_name(enum layer_compression comp);
+/* Is level valid for comp (LAYER_LEVEL_DEFAULT always is)? */
+bool layer_level_valid(enum layer_compression comp, int level);
+/* The layer media type of comp: OCI's, or Docker's when oci is false (zstd
+ * then gets "application/vnd.docker.image.rootfs.diff.tar.zstd", as
+ * BuildKit's exporters write it). */
+const char *layer_compression_media_type(enum layer_compression comp, bool oci);
+/* The compression a layer media type (OCI or Docker) names; -EINVAL for
+ * anything else (foreign layers, unknown types). */
+int layer_compression_from_media_type(const char *mt, enum layer_compression *ret);
+
+/* Extract the layer blob at blob_path (gzip, zstd or plain tar, sniffed) into
  * dest, which must not exist. *ret_diff_id (may be NULL) gets the digest of
  * the uncompressed stream. */
 int layer_extract(const char *blob_path, const char *dest, struct digest *ret_diff_id,

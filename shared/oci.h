@@ -23,10 +23,13 @@ struct kiln_err;
 #define OCI_MT_CONFIG    "application/vnd.oci.image.config.v1+json"
 #define OCI_MT_LAYER_GZ  "application/vnd.oci.image.layer.v1.tar+gzip"
 #define OCI_MT_LAYER_TAR "application/vnd.oci.image.layer.v1.tar"
+#define OCI_MT_LAYER_ZSTD "application/vnd.oci.image.layer.v1.tar+zstd"
 #define DOCKER_MT_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
 #define DOCKER_MT_LIST     "application/vnd.docker.distribution.manifest.list.v2+json"
 #define DOCKER_MT_CONFIG   "application/vnd.docker.container.image.v1+json"
 #define DOCKER_MT_LAYER_GZ "application/vnd.docker.image.rootfs.diff.tar.gzip"
+#define DOCKER_MT_LAYER_TAR "application/vnd.docker.image.rootfs.diff.tar"
+#define DOCKER_MT_LAYER_ZSTD "application/vnd.docker.image.rootfs.diff.tar.zstd"
 #define OCI_ANNOT_REF_NAME "org.opencontainers.image.ref.name"
 
 struct oci_descriptor {

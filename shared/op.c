@@ -36,6 +36,56 @@ pack_digest(msgpack_packer *pk, const char *k, const struct digest *d)
 	pack_kstr(pk, k, digest_fmt(d, s));
 }
 
+static const char *const mount_type_names[] = { "bind", "cache", "tmpfs", "secret", "ssh" };
+#define N_MOUNT_TYPES (sizeof(mount_type_names) / sizeof(*mount_type_names))
+
+/* Only the keys a mount of its type uses, so unrelated changes to one
+ * type never change another's encoding. */
+static void
+pack_mount(msgpack_packer *pk, const struct op_mount *m)
+{
+	bool bind = m->type == OP_MOUNT_BIND, cache = m->type == OP_MOUNT_CACHE;
+	bool secret = m->type == OP_MOUNT_SECRET, owned = cache || secret;
+
+	msgpack_pack_map(pk, 1 + !!m->target + (bind ? 3 : 0) + (cache ? 3 : 0) +
+			 (secret ? 2 + !!m->env : 0) + (m->type == OP_MOUNT_SSH) + (owned ? 3 : 0) +
+			 (m->type == OP_MOUNT_TMPFS));
+	pack_kstr(pk, "type", mount_type_names[m->type]);
+	if (m->target)
+		pack_kstr(pk, "target", m->target);
+	if (bind || cache) {
+		proto_pack_str(pk, "ro");
+		(m->ro ? msgpack_pack_true : msgpack_pack_false)(pk);
+	}
+	if (bind) {
+		proto_pack_str(pk, "from");
+		msgpack_pack_int(pk, m->from);
+		pack_kstr(pk, "source", m->source ? m->source : "/");
+	}
+	if (cache || secret || m->type == OP_MOUNT_SSH)
+		pack_kstr(pk, "id", m->id ? m->id : "");
+	if (cache)
+		pack_kstr(pk, "sharing", m->sharing ? m->sharing : "shared");
+	if (secret) {
+		proto_pack_str(pk, "required");
+		(m->required ? msgpack_pack_true : msgpack_pack_false)(pk);
+		if (m->env)
+			pack_kstr(pk, "env", m->env);
+	}
+	if (owned) {
+		proto_pack_str(pk, "mode");
+		msgpack_pack_uint32(pk, m->mode);
+		proto_pack_str(pk, "uid");
+		msgpack_pack_uint32(pk, m->uid);
+		proto_pack_str(pk, "gid");
+		msgpack_pack_uint32(pk, m->gid);
+	}
+	if (m->type == OP_MOUNT_TMPFS) {
+		proto_pack_str(pk, "size");
+		msgpack_pack_uint64(pk, m->size);
+	}
+}
+
 static void
 pack_chown_names(const struct op *op, msgpack_packer *pk)
 {
@@ -53,7 +103,7 @@ op_pack(const struct op *op, msgpack_packer *pk)
 		msgpack_pack_map(pk, 5);
 		break;
 	case OP_RUN:
-		msgpack_pack_map(pk, 8);
+		msgpack_pack_map(pk, 8 + !!op->n_mounts);
 		break;
 	case OP_COPY:
 		msgpack_pack_map(pk, 4 + !!op->chown_user + !!op->chown_group + (op->chown ? 3 : 0));
@@ -89,6 +139,13 @@ op_pack(const struct op *op, msgpack_packer *pk)
 		pack_kstr(pk, "cwd", op->cwd ? op->cwd : "/");
 		pack_kstr(pk, "user", op->user ? op->user : "");
 		pack_kstr(pk, "network", op->network ? op->network : "default");
+		/* optional: a RUN without mounts encodes as before */
+		if (op->n_mounts) {
+			proto_pack_str(pk, "mounts");
+			msgpack_pack_array(pk, op->n_mounts);
+			for (size_t i = 0; i < op->n_mounts; i++)
+				pack_mount(pk, &op->mounts[i]);
+		}
 		break;
 	case OP_COPY:
 		proto_pack_str(pk, "entries");
@@ -269,6 +326,91 @@ obj_bool(const msgpack_object *map, const char *key)
 }
 
 static int
+unpack_mount(const msgpack_object *m, struct op_mount *ret, struct kiln_err *err)
+{
+	const msgpack_object *t = proto_obj_get(m, "type");
+	size_t k;
+	int64_t v;
+	int r;
+
+	ret->from = -1;
+	for (k = 0; k < N_MOUNT_TYPES; k++)
+		if (t && proto_obj_is_str(t, mount_type_names[k]))
+			break;
+	if (k == N_MOUNT_TYPES)
+		return kiln_err_set(err, KILN_EPROTO, "mount without a known type");
+	ret->type = (enum op_mount_type) k;
+	if (proto_obj_get(m, "target")) {
+		ret->target = proto_obj_get_strdup(m, "target");
+		if (!path_is_clean_abs(ret->target))
+			return kiln_err_set(err, KILN_EPROTO, "mount with a bad target");
+	} else if (ret->type != OP_MOUNT_SECRET) {
+		return kiln_err_set(err, KILN_EPROTO, "mount without a target");
+	}
+	ret->ro = obj_bool(m, "ro");
+	ret->required = obj_bool(m, "required");
+	if (ret->type == OP_MOUNT_BIND) {
+		if (proto_obj_get_i64(m, "from", &v) < 0 || v < 0 || v > INT32_MAX)
+			return kiln_err_set(err, KILN_EPROTO, "bind mount without an earlier source op");
+		ret->from = (int) v;
+		ret->source = proto_obj_get_strdup(m, "source");
+		if (!path_is_clean_abs(ret->source))
+			return kiln_err_set(err, KILN_EPROTO, "bind mount with a bad source");
+	}
+	if (ret->type == OP_MOUNT_CACHE || ret->type == OP_MOUNT_SECRET || ret->type == OP_MOUNT_SSH) {
+		ret->id = proto_obj_get_strdup(m, "id");
+		if (!ret->id || !*ret->id)
+			return kiln_err_set(err, KILN_EPROTO, "mount without an id");
+	}
+	if (ret->type == OP_MOUNT_CACHE) {
+		ret->sharing = proto_obj_get_strdup(m, "sharing");
+		if (!ret->sharing || (strcmp(ret->sharing, "shared") != 0 &&
+				      strcmp(ret->sharing, "private") != 0 &&
+				      strcmp(ret->sharing, "locked") != 0))
+			return kiln_err_set(err, KILN_EPROTO, "cache mount with bad sharing");
+	}
+	if (ret->type == OP_MOUNT_CACHE || ret->type == OP_MOUNT_SECRET) {
+		if ((r = unpack_u32(m, "mode", &ret->mode, err)) < 0 ||
+		    (r = unpack_u32(m, "uid", &ret->uid, err)) < 0 ||
+		    (r = unpack_u32(m, "gid", &ret->gid, err)) < 0)
+			return r;
+		ret->mode &= 07777;
+	}
+	if (ret->type == OP_MOUNT_SECRET && proto_obj_get(m, "env")) {
+		ret->env = proto_obj_get_strdup(m, "env");
+		if (!ret->env || !*ret->env || strchr(ret->env, '='))
+			return kiln_err_set(err, KILN_EPROTO, "secret mount with a bad env");
+	}
+	if (ret->type == OP_MOUNT_SECRET && !ret->target && !ret->env)
+		return kiln_err_set(err, KILN_EPROTO, "secret mount without target or env");
+	if (ret->type == OP_MOUNT_TMPFS && proto_obj_get_u64(m, "size", &ret->size) < 0)
+		return kiln_err_set(err, KILN_EPROTO, "tmpfs mount without size");
+	return 0;
+}
+
+static int
+unpack_mounts(const msgpack_object *o, struct op *op, struct kiln_err *err)
+{
+	const msgpack_object *a = proto_obj_get(o, "mounts");
+	int r;
+
+	if (!a)
+		return 0;
+	if (a->type != MSGPACK_OBJECT_ARRAY)
+		return kiln_err_set(err, KILN_EPROTO, "op field 'mounts' is not an array");
+	op->mounts = calloc(a->via.array.size + 1, sizeof(*op->mounts));
+	if (!op->mounts)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	for (uint32_t i = 0; i < a->via.array.size; i++) {
+		op->n_mounts++;
+		r = unpack_mount(&a->via.array.ptr[i], &op->mounts[i], err);
+		if (r < 0)
+			return kiln_err_wrap(err, "mount %u", i);
+	}
+	return 0;
+}
+
+static int
 unpack_chown_names(const msgpack_object *o, struct op *op, struct kiln_err *err)
 {
 	if (proto_obj_get(o, "chown_user")) {
@@ -329,7 +471,7 @@ unpack_body(const msgpack_object *o, struct op *op, struct kiln_err *err)
 		op->network = proto_obj_get_strdup(o, "network");
 		if (!op->cwd || op->cwd[0] != '/')
 			return kiln_err_set(err, KILN_EPROTO, "run op without absolute cwd");
-		return 0;
+		return unpack_mounts(o, op, err);
 	case OP_COPY:
 		a = proto_obj_get(o, "entries");
 		if (!a || a->type != MSGPACK_OBJECT_ARRAY)
@@ -491,6 +633,14 @@ op_release(struct op *op)
 	free(op->cwd);
 	free(op->user);
 	free(op->network);
+	for (size_t i = 0; i < op->n_mounts; i++) {
+		free(op->mounts[i].target);
+		free(op->mounts[i].source);
+		free(op->mounts[i].id);
+		free(op->mounts[i].sharing);
+		free(op->mounts[i].env);
+	}
+	free(op->mounts);
 	for (size_t i = 0; i < op->n_entries; i++) {
 		free(op->entries[i].path);
 		free(op->entries[i].link);

@@ -69,6 +69,25 @@ struct op_entry {
 	bool is_root;
 };
 
+/* RUN --mount (BuildKit's syntax, resolved by the planner). Paths are
+ * absolute and clean. Secrets carry only their id: the value travels
+ * beside the job (never in an op) and only to the step that mounts it. */
+enum op_mount_type { OP_MOUNT_BIND, OP_MOUNT_CACHE, OP_MOUNT_TMPFS, OP_MOUNT_SECRET, OP_MOUNT_SSH };
+
+struct op_mount {
+	enum op_mount_type type;
+	char *target;                 /* absolute; secrets without one: NULL (env only) */
+	int from;                     /* bind: earlier op whose result is mounted; -1: none */
+	char *source;                 /* bind: path in from's result ("/" default) */
+	bool ro;                      /* bind: default ro; cache: default rw */
+	char *id;                     /* cache (default target), secret, ssh */
+	char *sharing;                /* cache: "shared", "private", "locked" */
+	uint32_t mode, uid, gid;      /* cache (0755, 0, 0), secret (0400, 0, 0) */
+	uint64_t size;                /* tmpfs: bytes, 0 = no limit */
+	char *env;                    /* secret: also (or only) in this variable */
+	bool required;                /* secret: fail when the client has no value */
+};
+
 struct op {
 	enum op_kind kind;
 	char *name;                   /* shown in progress, never in a key */
@@ -86,6 +105,8 @@ struct op {
 	char *cwd;
 	char *user;                   /* "" or NULL = root; also OP_MKDIR */
 	char *network;                /* "default", "none", "host" */
+	struct op_mount *mounts;      /* RUN --mount, in order; packed only when present */
+	size_t n_mounts;
 	/* OP_COPY */
 	struct op_entry *entries;     /* parents before children */
 	size_t n_entries;

@@ -3,9 +3,9 @@
 # Idempotent: does nothing when every package is already present.
 set -e
 PKGS="build-essential pkg-config clang libzmq3-dev libczmq-dev libmsgpack-dev liblmdb-dev
- libssl-dev libarchive-dev libcurl4-openssl-dev libjansson-dev libcmocka-dev zlib1g-dev
+ libssl-dev libarchive-dev libcurl4-openssl-dev libjansson-dev libcmocka-dev zlib1g-dev libzstd-dev
  skopeo umoci docker-registry qemu-user-static binfmt-support busybox-static
- apache2-utils curl jq perl"
+ apache2-utils curl jq perl zstd"
 missing=""
 for p in $PKGS; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

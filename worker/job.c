@@ -6,14 +6,17 @@
  * This runs on a job thread of the threaded worker, so processes are started
  * with posix_spawn (no fork of a threaded process); namespaces and mounts
  * happen in kiln-run. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <fnmatch.h>
 #include <poll.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -49,13 +52,16 @@ emit_step(struct job *j, job_emit_fn emit, void *ctx, const char *type, size_t s
 	if (layer) {
 		msgpack_packer *pk = proto_w_key(&w, "layer");
 
-		msgpack_pack_map(pk, 3);
+		msgpack_pack_map(pk, 4);
 		proto_pack_str(pk, "digest");
 		proto_pack_str(pk, digest_fmt(&layer->digest, s));
 		proto_pack_str(pk, "diff_id");
 		proto_pack_str(pk, digest_fmt(&layer->diff_id, s));
 		proto_pack_str(pk, "size");
 		msgpack_pack_uint64(pk, layer->size);
+		/* Every layer a job makes has the job's compression. */
+		proto_pack_str(pk, "media_type");
+		proto_pack_str(pk, layer_compression_media_type(j->compression, true));
 	}
 	emit(ctx, &w);
 	proto_writer_release(&w);
@@ -195,7 +201,7 @@ finish_layer(struct job *j, const char *upper, struct op_layer *ret, bool *ret_h
 	int r;
 
 	*ret_has = false;
-	r = layer_from_dir(j->cas, upper, j->epoch, &li, err);
+	r = layer_make(j->cas, upper, j->epoch, j->compression, j->compression_level, &li, err);
 	if (r < 0)
 		return r;
 	if (r == 1)
@@ -274,6 +280,173 @@ tail_lines(const char *tail, size_t len, char *out, size_t size)
 	snprintf(out, size, "%.*s", (int) (len - start), tail + start);
 }
 
+/* ---- RUN --mount ---- */
+
+/* What a step's mounts hold while it runs: flocks of cache dirs. */
+struct run_mounts {
+	int locks[64];
+	size_t n_locks;
+};
+
+static void
+run_mounts_release(struct run_mounts *rm)
+{
+	for (size_t i = 0; i < rm->n_locks; i++)
+		close(rm->locks[i]);
+	rm->n_locks = 0;
+}
+
+/* STATE/cache-mounts/<id made safe>-<12 hex of sha256(id)>: readable, and
+ * ids that sanitise alike stay apart. */
+static char *
+cache_dir(struct job *j, const char *id)
+{
+	char safe[64], hex[DIGEST_STR_SIZE];
+	struct digest d;
+	size_t n = 0;
+
+	for (const char *c = id; *c && n < 40; c++)
+		safe[n++] = (isalnum((unsigned char) *c) || *c == '.' || *c == '-' || *c == '_') ? *c : '_';
+	safe[n] = '\0';
+	digest_buf(id, strlen(id), &d);
+	digest_fmt(&d, hex);
+	return kiln_strdupf("%s/cache-mounts/%s-%.12s", j->state, safe, strchr(hex, ':') + 1);
+}
+
+/* The cache dir for m, created with its mode and owners the first time;
+ * sharing=locked holds an flock on it for the step, sharing=private too
+ * unless another step holds it, when the step gets a fresh dir of its own
+ * in its scratch dir (thrown away with it), as BuildKit does. */
+static int
+cache_prepare(struct job *j, const struct op_mount *m, const char *base, size_t k,
+	      struct run_mounts *rm, char **ret_dir, struct kiln_err *err)
+{
+	_cleanup_free_ char *dir = cache_dir(j, m->id);
+	_cleanup_free_ char *parent = kiln_strdupf("%s/cache-mounts", j->state);
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	if (!dir || !parent)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	r = kiln_mkdir_p(parent, 0700);
+	if (r < 0)
+		return kiln_err_errno(err, -r, "mkdir '%s'", parent);
+	if (mkdir(dir, 0700) == 0) {
+		if (chown(dir, m->uid, m->gid) < 0 || chmod(dir, m->mode) < 0)
+			return kiln_err_errno(err, errno, "cache mount '%s'", m->id);
+	} else if (errno != EEXIST) {
+		return kiln_err_errno(err, errno, "mkdir '%s'", dir);
+	}
+	if (strcmp(m->sharing, "shared") != 0) {
+		bool priv = strcmp(m->sharing, "private") == 0;
+
+		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return kiln_err_errno(err, errno, "open '%s'", dir);
+		while ((r = flock(fd, LOCK_EX | (priv ? LOCK_NB : 0))) < 0 && errno == EINTR)
+			;
+		if (r < 0 && priv && errno == EWOULDBLOCK) {
+			free(dir);
+			dir = kiln_strdupf("%s/cache-%zu", base, k);
+			if (!dir)
+				return kiln_err_set(err, ENOMEM, "out of memory");
+			if (mkdir(dir, 0700) < 0 || chown(dir, m->uid, m->gid) < 0 || chmod(dir, m->mode) < 0)
+				return kiln_err_errno(err, errno, "cache mount '%s'", m->id);
+		} else if (r < 0) {
+			return kiln_err_errno(err, errno, "lock cache mount '%s'", m->id);
+		} else {
+			if (rm->n_locks == sizeof(rm->locks) / sizeof(rm->locks[0]))
+				return kiln_err_set(err, E2BIG, "too many locked cache mounts");
+			rm->locks[rm->n_locks++] = STEAL_FD(fd);
+		}
+	}
+	*ret_dir = STEAL_PTR(dir);
+	return 0;
+}
+
+/* The source op's layers for a bind mount, as overlay lower dirs, with an
+ * upper and work dir in the step's scratch dir: writes (rw) land there and
+ * go with it; ro mounts are made read-only by kiln-run. */
+static char *
+bind_spec(struct job *j, const struct op_mount *m, size_t step, const char *base, size_t k,
+	  struct kiln_err *err)
+{
+	const struct job_snap *snap;
+	_cleanup_free_ char *lower = NULL;
+	_cleanup_free_ char *upper = kiln_strdupf("%s/mount-%zu-upper", base, k);
+	_cleanup_free_ char *work = kiln_strdupf("%s/mount-%zu-work", base, k);
+	size_t len = 1;
+
+	if (m->from < 0 || (size_t) m->from >= step) {
+		kiln_err_set(err, KILN_EPROTO, "step %zu mounts step %d, which does not come before it",
+			     step, m->from);
+		return NULL;
+	}
+	snap = &j->snaps[m->from];
+	if (!upper || !work)
+		goto nomem;
+	if (mkdir(upper, 0755) < 0 || mkdir(work, 0755) < 0) {
+		kiln_err_errno(err, errno, "mkdir in '%s'", base);
+		return NULL;
+	}
+	if (snap->n_stack == 0) {
+		if (snap_empty_dir(j->state, &lower, err) < 0)
+			return NULL;
+	} else {
+		char *p;
+
+		for (size_t i = 0; i < snap->n_stack; i++)
+			len += strlen(snap->stack[i]) + 1;
+		lower = p = malloc(len);
+		if (!lower)
+			goto nomem;
+		for (size_t i = 0; i < snap->n_stack; i++)
+			p += sprintf(p, "%s%s", i ? ":" : "", snap->stack[i]);
+	}
+	return kiln_strdupf("type=overlay,lower=%s,upper=%s,work=%s,src=%s,dst=%s%s", lower, upper, work,
+			    m->source, m->target, m->ro ? ",ro" : "");
+nomem:
+	kiln_err_set(err, ENOMEM, "out of memory");
+	return NULL;
+}
+
+/* Append kiln-run's --mount options for op's mounts to argv. */
+static int
+mount_args(struct job *j, size_t step, const struct op *op, const char *base, char ***argv,
+	   size_t *argc, struct run_mounts *rm, struct kiln_err *err)
+{
+	for (size_t k = 0; k < op->n_mounts; k++) {
+		const struct op_mount *m = &op->mounts[k];
+		_cleanup_free_ char *spec = NULL;
+		_cleanup_free_ char *dir = NULL;
+		int r;
+
+		switch (m->type) {
+		case OP_MOUNT_CACHE:
+			r = cache_prepare(j, m, base, k, rm, &dir, err);
+			if (r < 0)
+				return r;
+			spec = kiln_strdupf("type=bind,src=%s,dst=%s%s", dir, m->target, m->ro ? ",ro" : "");
+			break;
+		case OP_MOUNT_TMPFS:
+			spec = kiln_strdupf("type=tmpfs,dst=%s,size=%" PRIu64, m->target, m->size);
+			break;
+		case OP_MOUNT_BIND:
+			spec = bind_spec(j, m, step, base, k, err);
+			if (!spec)
+				return -err->code;
+			break;
+		case OP_MOUNT_SECRET:
+		case OP_MOUNT_SSH:
+			return kiln_err_set(err, ENOTSUP, "mount type %s is not supported by this worker",
+					    m->type == OP_MOUNT_SECRET ? "secret" : "ssh");
+		}
+		if (!spec || op_add_arg(argv, argc, "--mount") < 0 || op_add_arg(argv, argc, spec) < 0)
+			return kiln_err_set(err, ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
 static int
 spawn_run(struct job *j, size_t step, const struct op *op, const char *base, job_emit_fn emit,
 	  void *ctx, struct kiln_err *err)
@@ -285,6 +458,7 @@ spawn_run(struct job *j, size_t step, const struct op *op, const char *base, job
 	_cleanup_free_ char *mnt = kiln_strdupf("%s/mnt", base);
 	char **argv = NULL, tail[TAIL_SIZE], last[TAIL_SIZE];
 	size_t argc = 0, tail_len = 0;
+	struct run_mounts rm = { .n_locks = 0 };
 	posix_spawn_file_actions_t fa;
 	int pipefd[2], status, r;
 	pid_t pid;
@@ -315,6 +489,9 @@ spawn_run(struct job *j, size_t step, const struct op *op, const char *base, job
 		ARG("--env");
 		ARG(op->env[i]);
 	}
+	r = mount_args(j, step, op, base, &argv, &argc, &rm, err);
+	if (r < 0)
+		goto out;
 	ARG("--");
 	for (size_t i = 0; i < op->n_args; i++)
 		ARG(op->args[i]);
@@ -388,6 +565,7 @@ spawn_run(struct job *j, size_t step, const struct op *op, const char *base, job
 out_nomem:
 	r = kiln_err_set(err, ENOMEM, "out of memory");
 out:
+	run_mounts_release(&rm);
 	op_strv_free(argv, argc);
 	return r;
 }

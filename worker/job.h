@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "layer.h"
 #include "op.h"
 
 struct kiln_err;
@@ -23,6 +24,8 @@ struct job {
 	const char *state;            /* borrowed: the worker's state dir */
 	struct cas *cas;              /* borrowed */
 	int64_t epoch;                /* SOURCE_DATE_EPOCH or -1 */
+	enum layer_compression compression;   /* of the layers the job makes */
+	int compression_level;        /* LAYER_LEVEL_DEFAULT or a valid level */
 	char *cpuset;                 /* borrowed; NULL = no pinning */
 	struct registry *reg;         /* borrowed; pulls layers of OP_IMAGE with a ref */
 	struct op *ops;               /* owned */

@@ -63,8 +63,34 @@
 /* Legacy mount(2) data is one page; longer lowerdir lists go through fsconfig. */
 #define MOUNT_DATA_MAX 4000
 
+/* --mount: made as a detached mount before pivot_root (host paths still
+ * resolve), moved onto its target after it (the target resolves inside
+ * the container, symlinks included, and is created when missing: BuildKit
+ * leaves such a mountpoint in the layer). */
+enum mnt_type { MNT_BIND, MNT_TMPFS, MNT_OVERLAY, MNT_SECRET };
+
+struct mnt {
+	enum mnt_type type;
+	char *dst;
+	char *src;                      /* bind: host path; overlay: path inside (default /) */
+	char *lower, *upper, *work;     /* overlay */
+	bool ro;
+	unsigned long long size;        /* tmpfs; 0: no limit */
+	int fd;                         /* secret: where the value is read from */
+	char *env;                      /* secret: also put it in this variable */
+	unsigned mode, uid, gid;        /* secret */
+	char *value;                    /* secret, read by the parent before the fork */
+	size_t value_len;
+	int mfd;                        /* the detached mount, in the child */
+};
+
+#define MAX_MOUNTS 64
+#define SECRET_MAX (500 << 10)          /* BuildKit's limit on a secret's size */
+
 struct opts {
 	const char *lower, *upper, *work, *mnt;
+	struct mnt mounts[MAX_MOUNTS];
+	size_t n_mounts;
 	const char *cwd, *user, *hostname;
 	bool net_none;
 	bool check;
@@ -136,8 +162,84 @@ usage(FILE *f)
 {
 	fputs("usage: kiln-run --lower DIR[:DIR...] --upper DIR --work DIR --mnt DIR\n"
 	      "                [--env K=V]... [--cwd DIR] [--user USER[:GROUP]]\n"
-	      "                [--hostname NAME] [--network host|none] -- CMD [ARG...]\n"
+	      "                [--hostname NAME] [--network host|none]\n"
+	      "                [--mount type=bind,src=HOSTPATH,dst=TARGET[,ro]]...\n"
+	      "                [--mount type=tmpfs,dst=TARGET[,size=BYTES]]...\n"
+	      "                [--mount type=overlay,lower=A[:B...],upper=U,work=W,dst=TARGET[,src=PATH][,ro]]...\n"
+	      "                [--mount type=secret,fd=N[,dst=TARGET][,env=VAR][,mode=OCT,uid=N,gid=N]]...\n"
+	      "                -- CMD [ARG...]\n"
 	      "       kiln-run --check\n", f);
+}
+
+/* "type=...,k=v,...,ro" into m (strings point into spec, which is split). */
+static void
+parse_mount(char *spec, struct mnt *m)
+{
+	char *save = NULL;
+
+	*m = (struct mnt) { .fd = -1, .mfd = -1, .mode = 0400 };
+	m->type = (enum mnt_type) -1;
+	for (char *f = strtok_r(spec, ",", &save); f; f = strtok_r(NULL, ",", &save)) {
+		char *v = strchr(f, '=');
+		char *end;
+
+		if (v)
+			*v++ = '\0';
+		if (strcmp(f, "ro") == 0 && !v) {
+			m->ro = true;
+		} else if (!v) {
+			die("--mount: '%s' is not KEY=VALUE", f);
+		} else if (strcmp(f, "type") == 0) {
+			m->type = strcmp(v, "bind") == 0 ? MNT_BIND : strcmp(v, "tmpfs") == 0 ? MNT_TMPFS :
+				  strcmp(v, "overlay") == 0 ? MNT_OVERLAY :
+				  strcmp(v, "secret") == 0 ? MNT_SECRET : (enum mnt_type) -1;
+			if ((int) m->type < 0)
+				die("--mount: unknown type '%s'", v);
+		} else if (strcmp(f, "dst") == 0) {
+			m->dst = v;
+		} else if (strcmp(f, "src") == 0) {
+			m->src = v;
+		} else if (strcmp(f, "lower") == 0) {
+			m->lower = v;
+		} else if (strcmp(f, "upper") == 0) {
+			m->upper = v;
+		} else if (strcmp(f, "work") == 0) {
+			m->work = v;
+		} else if (strcmp(f, "env") == 0) {
+			m->env = v;
+		} else if (strcmp(f, "size") == 0 || strcmp(f, "fd") == 0 || strcmp(f, "mode") == 0 ||
+			   strcmp(f, "uid") == 0 || strcmp(f, "gid") == 0) {
+			unsigned long long x;
+
+			errno = 0;
+			x = strtoull(v, &end, f[0] == 'm' ? 8 : 10);
+			if (!*v || *end || errno || (f[0] != 's' && x > UINT32_MAX) ||
+			    (f[0] == 'f' && x > INT32_MAX))
+				die("--mount: bad %s '%s'", f, v);
+			if (f[0] == 's' && f[1] == 'i')
+				m->size = x;
+			else if (f[0] == 'f')
+				m->fd = (int) x;
+			else if (f[0] == 'm')
+				m->mode = (unsigned) x & 07777;
+			else if (f[0] == 'u')
+				m->uid = (unsigned) x;
+			else
+				m->gid = (unsigned) x;
+		} else {
+			die("--mount: unknown key '%s'", f);
+		}
+	}
+	if ((int) m->type < 0)
+		die("--mount: no type");
+	if (m->type != MNT_SECRET && (!m->dst || m->dst[0] != '/'))
+		die("--mount: dst must be an absolute path");
+	if (m->type == MNT_SECRET && ((!m->dst && !m->env) || m->fd < 0 || (m->dst && m->dst[0] != '/')))
+		die("--mount: a secret needs fd and an absolute dst or env");
+	if (m->type == MNT_BIND && !m->src)
+		die("--mount: a bind needs src");
+	if (m->type == MNT_OVERLAY && (!m->lower || !m->upper || !m->work))
+		die("--mount: an overlay needs lower, upper and work");
 }
 
 static void
@@ -153,6 +255,7 @@ parse_args(int argc, char **argv, struct opts *o)
 		{ "user", required_argument, NULL, 'U' },
 		{ "hostname", required_argument, NULL, 'h' },
 		{ "network", required_argument, NULL, 'n' },
+		{ "mount", required_argument, NULL, 'M' },
 		{ "check", no_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 },
@@ -174,6 +277,11 @@ parse_args(int argc, char **argv, struct opts *o)
 		case 'U': o->user = optarg; break;
 		case 'h': o->hostname = optarg; break;
 		case 'C': o->check = true; break;
+		case 'M':
+			if (o->n_mounts == MAX_MOUNTS)
+				die("--mount: more than %d", MAX_MOUNTS);
+			parse_mount(optarg, &o->mounts[o->n_mounts++]);
+			break;
 		case 'e':
 			if (!strchr(optarg, '=') || optarg[0] == '=')
 				die("--env '%s': expected KEY=VALUE", optarg);
@@ -405,6 +513,168 @@ mount_etc_files(int errfd, const int src_fd[N_ETC_FILES], struct stubs *st)
 	}
 }
 
+static void
+set_rdonly(int errfd, int fd, const char *dst)
+{
+	struct mount_attr attr = { .attr_set = MOUNT_ATTR_RDONLY };
+
+	if (mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
+		child_fail(errfd, errno, "make mount on '%s' read-only", dst);
+}
+
+/* A new detached filesystem: fsopen, the given options, fsmount. */
+static int
+detached_fs(int errfd, const char *type, const char *const *kv, const char *dst)
+{
+	int fd = fsopen(type, FSOPEN_CLOEXEC), mfd;
+
+	if (fd < 0)
+		child_fail(errfd, errno, "mount %s on '%s': fsopen", type, dst);
+	for (; kv && kv[0]; kv += 2) {
+		if (strcmp(kv[0], "lowerdir") == 0) {
+			char *lowers = strdup(kv[1]), *save = NULL;
+
+			if (!lowers)
+				child_fail(errfd, ENOMEM, "mount on '%s'", dst);
+			for (char *l = strtok_r(lowers, ":", &save); l; l = strtok_r(NULL, ":", &save))
+				if (fsconfig(fd, FSCONFIG_SET_STRING, "lowerdir+", l, 0) < 0)
+					child_fail(errfd, errno, "mount %s on '%s': lower dir '%s'", type, dst, l);
+			free(lowers);
+		} else if (fsconfig(fd, FSCONFIG_SET_STRING, kv[0], kv[1], 0) < 0) {
+			child_fail(errfd, errno, "mount %s on '%s': %s=%s", type, dst, kv[0], kv[1]);
+		}
+	}
+	if (fsconfig(fd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		child_fail(errfd, errno, "mount %s on '%s'", type, dst);
+	mfd = fsmount(fd, FSMOUNT_CLOEXEC, 0);
+	if (mfd < 0)
+		child_fail(errfd, errno, "mount %s on '%s'", type, dst);
+	close(fd);
+	return mfd;
+}
+
+/* Before pivot_root: every --mount as a detached mount in m->mfd. */
+static void
+prepare_mounts(int errfd, struct opts *o)
+{
+	for (size_t i = 0; i < o->n_mounts; i++) {
+		struct mnt *m = &o->mounts[i];
+		const char *what = m->dst ? m->dst : m->env;
+		char size[32];
+
+		switch (m->type) {
+		case MNT_BIND:
+			m->mfd = open_tree(AT_FDCWD, m->src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+			if (m->mfd < 0)
+				child_fail(errfd, errno, "bind '%s' on '%s'", m->src, m->dst);
+			break;
+		case MNT_TMPFS: {
+			const char *kv[] = { "mode", "1777", m->size ? "size" : NULL, size, NULL };
+
+			snprintf(size, sizeof(size), "%llu", m->size);
+			m->mfd = detached_fs(errfd, "tmpfs", kv, m->dst);
+			break;
+		}
+		case MNT_OVERLAY: {
+			const char *kv[] = { "lowerdir", m->lower, "upperdir", m->upper, "workdir", m->work,
+					     "redirect_dir", "off", "metacopy", "off", "index", "off", NULL };
+			int whole = detached_fs(errfd, "overlay", kv, m->dst);
+			const char *sub = m->src ? m->src : "/";
+
+			while (*sub == '/')
+				sub++;
+			if (!*sub) {
+				m->mfd = whole;
+				break;
+			}
+			m->mfd = open_tree(whole, sub, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+			if (m->mfd < 0)
+				child_fail(errfd, errno, "bind source '%s' on '%s'", m->src, m->dst);
+			close(whole);
+			break;
+		}
+		case MNT_SECRET: {
+			const char *kv[] = { "mode", "0700", "size", "1m", NULL };
+			int tfd, fd;
+
+			if (!m->dst)
+				break;
+			/* its own tmpfs, gone with the mount namespace: the value
+			 * never touches a disk */
+			tfd = detached_fs(errfd, "tmpfs", kv, what);
+			fd = openat(tfd, "secret", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+			if (fd < 0 || write(fd, m->value, m->value_len) != (ssize_t) m->value_len ||
+			    fchown(fd, m->uid, m->gid) < 0 || fchmod(fd, m->mode) < 0)
+				child_fail(errfd, errno, "secret for '%s'", what);
+			close(fd);
+			m->mfd = open_tree(tfd, "secret", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+			if (m->mfd < 0)
+				child_fail(errfd, errno, "secret for '%s'", what);
+			close(tfd);
+			break;
+		}
+		}
+		if (m->ro && m->mfd >= 0)
+			set_rdonly(errfd, m->mfd, m->dst);
+		if (m->type == MNT_SECRET && m->dst)
+			set_rdonly(errfd, m->mfd, m->dst);
+	}
+}
+
+/* mkdir -p path inside the container (after pivot_root); the last
+ * component is a file when file is set. */
+static void
+make_target(int errfd, const char *path, bool file)
+{
+	char buf[PATH_MAX];
+	struct stat sb;
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int) sizeof(buf))
+		child_fail(errfd, ENAMETOOLONG, "mount target '%s'", path);
+	for (char *p = buf + 1;; p++) {
+		bool last = !*p;
+
+		if (*p && *p != '/')
+			continue;
+		*p = '\0';
+		if (stat(buf, &sb) < 0) {
+			int fd;
+
+			if (errno != ENOENT)
+				child_fail(errfd, errno, "mount target '%s'", buf);
+			if (last && file) {
+				fd = open(buf, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+				if (fd < 0)
+					child_fail(errfd, errno, "create mount target '%s'", buf);
+				close(fd);
+			} else if (mkdir(buf, 0755) < 0 && errno != EEXIST) {
+				child_fail(errfd, errno, "create mount target '%s'", buf);
+			}
+		}
+		if (last)
+			break;
+		*p = '/';
+	}
+}
+
+/* After pivot_root: each detached mount onto its target, in order (a
+ * later target may be inside an earlier one). */
+static void
+attach_mounts(int errfd, struct opts *o)
+{
+	for (size_t i = 0; i < o->n_mounts; i++) {
+		struct mnt *m = &o->mounts[i];
+
+		if (m->mfd < 0)
+			continue;
+		make_target(errfd, m->dst, m->type == MNT_SECRET);
+		if (move_mount(m->mfd, "", AT_FDCWD, m->dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+			child_fail(errfd, errno, "mount on '%s'", m->dst);
+		close(m->mfd);
+		m->mfd = -1;
+	}
+}
+
 /* Called with the merged root as cwd. */
 static void
 enter_root(int errfd, const char *mnt)
@@ -536,6 +806,12 @@ set_env(int errfd, const struct opts *o, const char *home)
 		have_path |= strcmp(key, "PATH") == 0;
 		have_home |= strcmp(key, "HOME") == 0;
 	}
+	for (size_t i = 0; i < o->n_mounts; i++) {
+		const struct mnt *m = &o->mounts[i];
+
+		if (m->type == MNT_SECRET && m->env && setenv(m->env, m->value, 1) < 0)
+			child_fail(errfd, errno, "setenv '%s'", m->env);
+	}
 	if (!have_path && setenv("PATH", DEFAULT_PATH, 1) < 0)
 		child_fail(errfd, errno, "setenv PATH");
 	/* runc (and so BuildKit) sets HOME from the user's passwd entry. */
@@ -639,8 +915,10 @@ child_main(struct opts *o, int errfd, const char *check_base, const struct net_f
 		child_fail(errfd, errno, "sethostname '%s'", hostname);
 	if (o->net_none)
 		loopback_up(errfd);
+	prepare_mounts(errfd, o);
 	enter_root(errfd, o->mnt);
 	mount_etc_files(errfd, etc_fd, st);
+	attach_mounts(errfd, o);
 
 	fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || dup2(fd, 0) < 0)
@@ -973,6 +1251,39 @@ forward_signal(int sig)
 		(void) kill(child_pid, SIGKILL);
 }
 
+/* Each secret's value from its fd (a pipe the worker fills), into memory
+ * only; the fd is closed so nothing in the container inherits it. */
+static void
+read_secrets(struct opts *o)
+{
+	for (size_t i = 0; i < o->n_mounts; i++) {
+		struct mnt *m = &o->mounts[i];
+
+		if (m->type != MNT_SECRET)
+			continue;
+		m->value = malloc(SECRET_MAX + 1);
+		if (!m->value)
+			die("out of memory");
+		for (;;) {
+			ssize_t n = read(m->fd, m->value + m->value_len, SECRET_MAX + 1 - m->value_len);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				die("read secret from fd %d: %s", m->fd, strerror(errno));
+			if (n == 0)
+				break;
+			m->value_len += (size_t) n;
+			if (m->value_len > SECRET_MAX)
+				die("secret for '%s' is larger than %d bytes", m->dst ? m->dst : m->env,
+				    SECRET_MAX);
+		}
+		m->value[m->value_len] = '\0';
+		close(m->fd);
+		m->fd = -1;
+	}
+}
+
 /* --check works in an empty directory of its own; the tmpfs the child
  * mounts there is gone with its namespace, leaving the directory empty. */
 static void
@@ -1018,6 +1329,7 @@ main(int argc, char **argv)
 	pid_t pid;
 
 	parse_args(argc, argv, &o);
+	read_secrets(&o);
 	if (o.check)
 		make_check_dir(check_dir, sizeof(check_dir));
 	if (pipe2(errpipe, O_CLOEXEC) < 0)

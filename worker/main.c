@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -550,7 +552,8 @@ on_job_run(struct worker *w, struct proto_msg *m, const char *build, struct kiln
 {
 	const msgpack_object *ops = proto_msg_get(m, "ops");
 	struct wjob *j = job_find(w, build, true);
-	int64_t epoch = -1;
+	_cleanup_free_ char *comp = proto_msg_strdup(m, "compression");
+	int64_t epoch = -1, level = LAYER_LEVEL_DEFAULT;
 	int r;
 
 	if (!j)
@@ -561,6 +564,15 @@ on_job_run(struct worker *w, struct proto_msg *m, const char *build, struct kiln
 		return kiln_err_set(err, KILN_EPROTO, "job.run without ops");
 	(void) proto_msg_i64(m, "epoch", &epoch);
 	j->job.epoch = epoch;
+	/* Absent: gzip at kiln's level, as before the options existed. */
+	j->job.compression = LAYER_GZIP;
+	if (comp && layer_compression_parse(comp, &j->job.compression) < 0)
+		return kiln_err_set(err, KILN_EPROTO, "job.run: unknown compression '%s'", comp);
+	(void) proto_msg_i64(m, "compression_level", &level);
+	if (level < INT_MIN || level > INT_MAX || !layer_level_valid(j->job.compression, (int) level))
+		return kiln_err_set(err, EINVAL, "job.run: compression level %" PRId64 " is out of range for %s",
+				    level, layer_compression_name(j->job.compression));
+	j->job.compression_level = (int) level;
 	j->job.ops = calloc(ops->via.array.size, sizeof(struct op));
 	if (!j->job.ops)
 		return kiln_err_set(err, ENOMEM, "out of memory");

@@ -1,5 +1,5 @@
 /* Tests for shared/layer.c: deterministic layer blobs from overlay-form
- * trees, extraction back into overlay form (whiteouts, opaque directories,
+ * trees (gzip, zstd, uncompressed), extraction back into overlay form (whiteouts, opaque directories,
  * hard links, owners, xattrs), refusal of tars that try to escape the
  * destination, and the merged rootfs tar over a stack of trees. Needs root
  * (whiteout devices, trusted.* xattrs, chown); skips otherwise. */
@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "cas.h"
+#include "cleanup.h"
 #include "digest.h"
 #include "err.h"
 #include "layer.h"
@@ -143,7 +144,7 @@ struct tent {
 	char data[64];
 };
 
-/* Read a (gzip or plain) tar into ents; returns the count. */
+/* Read a (gzip, zstd or plain) tar into ents; returns the count. */
 static size_t
 read_tar(const char *path, struct tent *ents, size_t max)
 {
@@ -154,6 +155,7 @@ read_tar(const char *path, struct tent *ents, size_t max)
 
 	archive_read_support_format_tar(a);
 	archive_read_support_filter_gzip(a);
+	archive_read_support_filter_zstd(a);
 	archive_read_support_format_empty(a);
 	assert_int_equal(archive_read_open_filename(a, path, 10240), ARCHIVE_OK);
 	while ((r = archive_read_next_header(a, &e)) != ARCHIVE_EOF) {
@@ -466,6 +468,165 @@ layer_empty_dir_returns_1(void **state)
 	assert_int_equal(layer_from_dir(f->cas, pathf("%s/empty", f->dir), -1, &li, &err), 1);
 }
 
+static void
+read_head(const char *path, unsigned char *buf, size_t n)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	assert_int_equal(read(fd, buf, n), (ssize_t) n);
+	close(fd);
+}
+
+/* zstd and uncompressed layers: deterministic, the same diff_id as gzip,
+ * readable by libarchive, extracted back to a tree that gives the same
+ * layers again. */
+static void
+layer_compressions_round_trip(void **state)
+{
+	static const enum layer_compression comps[] = { LAYER_ZSTD, LAYER_NONE };
+	static const char *const mts[] = { "application/vnd.oci.image.layer.v1.tar+zstd",
+					   "application/vnd.oci.image.layer.v1.tar" };
+	struct fx *f = *state;
+	struct kiln_err err = { 0 };
+	struct layer_info gz;
+	struct tent gz_ents[64], ents[64];
+	size_t gz_n;
+
+	need_root();
+	assert_int_equal(layer_from_dir(f->cas, tree(f), -1, &gz, &err), 0);
+	gz_n = read_tar(blob_path(f, &gz.digest), gz_ents, 64);
+	for (size_t i = 0; i < 2; i++) {
+		struct layer_info a, b, again, back;
+		struct cas_info info;
+		struct digest d;
+		unsigned char head[4];
+		const char *dest = pathf("%s/rt-%zu", f->dir, i);
+		size_t n;
+
+		assert_int_equal(layer_make(f->cas, tree(f), -1, comps[i], LAYER_LEVEL_DEFAULT, &a, &err), 0);
+		assert_int_equal(layer_make(f->cas, tree(f), -1, comps[i], LAYER_LEVEL_DEFAULT, &b, &err), 0);
+		assert_true(digest_equal(&a.digest, &b.digest));
+		assert_int_equal(a.size, b.size);
+		assert_false(digest_equal(&a.digest, &gz.digest));
+		/* The diff_id does not depend on the compression. */
+		assert_true(digest_equal(&a.diff_id, &gz.diff_id));
+		assert_int_equal(cas_stat(f->cas, &a.digest, &info, &err), 0);
+		assert_string_equal(info.media_type, mts[i]);
+		read_head(blob_path(f, &a.digest), head, sizeof(head));
+		if (comps[i] == LAYER_ZSTD) {
+			assert_memory_equal(head, "\x28\xb5\x2f\xfd", 4);
+		} else {
+			/* A plain tar is its own diff_id. */
+			assert_true(digest_equal(&a.digest, &a.diff_id));
+		}
+		/* libarchive sees the same entries as in the gzip layer. */
+		n = read_tar(blob_path(f, &a.digest), ents, 64);
+		assert_int_equal(n, gz_n);
+		for (size_t k = 0; k < n; k++) {
+			assert_string_equal(ents[k].path, gz_ents[k].path);
+			assert_int_equal(ents[k].size, gz_ents[k].size);
+		}
+		/* Extraction sniffs the format and checks the diff_id. */
+		assert_int_equal(layer_extract(blob_path(f, &a.digest), dest, &d, &err), 0);
+		assert_true(digest_equal(&d, &gz.diff_id));
+		assert_int_equal(layer_from_dir(f->cas, dest, -1, &again, &err), 0);
+		assert_true(digest_equal(&again.digest, &gz.digest));
+		assert_int_equal(layer_make(f->cas, dest, -1, comps[i], LAYER_LEVEL_DEFAULT, &back, &err), 0);
+		assert_true(digest_equal(&back.digest, &a.digest));
+		(void) kiln_rm_rf(dest);
+	}
+}
+
+static void
+layer_levels(void **state)
+{
+	struct fx *f = *state;
+	struct kiln_err err = { 0 };
+	struct layer_info d3, z3, z19, g9, g1;
+
+	need_root();
+	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_ZSTD, LAYER_LEVEL_DEFAULT, &d3, &err), 0);
+	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_ZSTD, 3, &z3, &err), 0);
+	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_ZSTD, 19, &z19, &err), 0);
+	assert_true(digest_equal(&d3.digest, &z3.digest));
+	assert_true(digest_equal(&z3.diff_id, &z19.diff_id));
+	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_GZIP, LAYER_LEVEL_DEFAULT, &g1, &err), 0);
+	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_GZIP, 9, &g9, &err), 0);
+	assert_true(digest_equal(&g1.diff_id, &g9.diff_id));
+	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_GZIP, 10, &g9, &err), -EINVAL);
+	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_ZSTD, 23, &g9, &err), -EINVAL);
+	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_NONE, 1, &g9, &err), -EINVAL);
+	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_GZIP, -2, &g9, &err), -EINVAL);
+}
+
+/* A zstd blob cut short or corrupted fails extraction and leaves nothing. */
+static void
+layer_extract_bad_zstd(void **state)
+{
+	struct fx *f = *state;
+	struct kiln_err err = { 0 };
+	struct layer_info z;
+	struct stat st;
+	const char *cut = pathf("%s/cut.zst", f->dir);
+	char src[4096];
+	_cleanup_free_ char *data = NULL;
+	size_t len;
+	int fd;
+
+	need_root();
+	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_ZSTD, LAYER_LEVEL_DEFAULT, &z, &err), 0);
+	snprintf(src, sizeof(src), "%s", blob_path(f, &z.digest));
+	assert_int_equal(kiln_read_file_at(AT_FDCWD, src, 1 << 20, &data, &len), 0);
+	assert_true(len > 8);
+	fd = open(cut, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, len - 3), (ssize_t) (len - 3));
+	close(fd);
+	assert_int_equal(layer_extract(cut, pathf("%s/x-cut", f->dir), NULL, &err), -EBADMSG);
+	assert_int_equal(lstat(pathf("%s/x-cut", f->dir), &st), -1);
+	/* A flipped bit in the last byte: the frame checksum catches it. */
+	data[len - 1] ^= 1;
+	fd = open(cut, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, len), (ssize_t) len);
+	close(fd);
+	assert_int_equal(layer_extract(cut, pathf("%s/x-cut", f->dir), NULL, &err), -EBADMSG);
+	assert_int_equal(lstat(pathf("%s/x-cut", f->dir), &st), -1);
+}
+
+static void
+layer_compression_names(void **state)
+{
+	enum layer_compression c;
+
+	(void) state;
+	assert_int_equal(layer_compression_parse("zstd", &c), 0);
+	assert_int_equal(c, LAYER_ZSTD);
+	assert_int_equal(layer_compression_parse("uncompressed", &c), 0);
+	assert_int_equal(c, LAYER_NONE);
+	assert_int_equal(layer_compression_parse("gzip", &c), 0);
+	assert_int_equal(c, LAYER_GZIP);
+	assert_int_equal(layer_compression_parse("estargz", &c), -EINVAL);
+	assert_string_equal(layer_compression_name(LAYER_NONE), "uncompressed");
+	assert_string_equal(layer_compression_media_type(LAYER_GZIP, false),
+			    "application/vnd.docker.image.rootfs.diff.tar.gzip");
+	assert_string_equal(layer_compression_media_type(LAYER_NONE, false),
+			    "application/vnd.docker.image.rootfs.diff.tar");
+	assert_string_equal(layer_compression_media_type(LAYER_ZSTD, false),
+			    "application/vnd.docker.image.rootfs.diff.tar.zstd");
+	assert_int_equal(layer_compression_from_media_type("application/vnd.docker.image.rootfs.diff.tar.zstd",
+							   &c), 0);
+	assert_int_equal(c, LAYER_ZSTD);
+	assert_int_equal(layer_compression_from_media_type("application/vnd.oci.image.layer.v1.tar", &c), 0);
+	assert_int_equal(c, LAYER_NONE);
+	assert_int_equal(layer_compression_from_media_type(
+				 "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", &c), -EINVAL);
+	assert_true(layer_level_valid(LAYER_NONE, LAYER_LEVEL_DEFAULT));
+	assert_false(layer_level_valid(LAYER_GZIP, 10));
+	assert_true(layer_level_valid(LAYER_ZSTD, 22));
+}
+
 /* One hostile tar entry: type, name, link target (symlink or hard link). */
 struct hent {
 	mode_t type;
@@ -762,6 +923,10 @@ main(void)
 		cmocka_unit_test(layer_epoch_clamps),
 		cmocka_unit_test(layer_extract_round_trips),
 		cmocka_unit_test(layer_empty_dir_returns_1),
+		cmocka_unit_test(layer_compressions_round_trip),
+		cmocka_unit_test(layer_levels),
+		cmocka_unit_test(layer_extract_bad_zstd),
+		cmocka_unit_test(layer_compression_names),
 		cmocka_unit_test(layer_extract_refuses_escapes),
 		cmocka_unit_test(layer_extract_later_entries_win),
 		cmocka_unit_test(rootfs_tar_honours_whiteouts),

@@ -54,6 +54,45 @@ run_roundtrip(void **state)
 }
 
 static void
+run_mounts_roundtrip(void **state)
+{
+	char *args[] = { "true" };
+	struct op_mount mounts[] = {
+		{ .type = OP_MOUNT_CACHE, .target = "/root/.cache", .from = -1, .id = "go", .sharing = "locked",
+		  .mode = 0700, .uid = 1, .gid = 2, .ro = true },
+		{ .type = OP_MOUNT_TMPFS, .target = "/t", .from = -1, .size = 1 << 20 },
+		{ .type = OP_MOUNT_BIND, .target = "/src", .from = 0, .source = "/etc" },
+		{ .type = OP_MOUNT_SECRET, .target = "/run/secrets/tok", .from = -1, .id = "tok",
+		  .mode = 0400, .env = "TOK", .required = true },
+	};
+	struct op in = { .kind = OP_RUN, .input = 0, .args = args, .n_args = 1, .cwd = "/",
+			 .mounts = mounts, .n_mounts = 4 };
+	struct kiln_err err = { 0 };
+	struct op out;
+
+	(void) state;
+	assert_int_equal(roundtrip(&in, &out, &err), 0);
+	assert_int_equal(out.n_mounts, 4);
+	assert_int_equal(out.mounts[0].type, OP_MOUNT_CACHE);
+	assert_string_equal(out.mounts[0].id, "go");
+	assert_string_equal(out.mounts[0].sharing, "locked");
+	assert_int_equal(out.mounts[0].mode, 0700);
+	assert_int_equal(out.mounts[0].gid, 2);
+	assert_true(out.mounts[0].ro);
+	assert_int_equal(out.mounts[1].size, 1 << 20);
+	assert_int_equal(out.mounts[2].from, 0);
+	assert_string_equal(out.mounts[2].source, "/etc");
+	assert_false(out.mounts[2].ro);
+	assert_string_equal(out.mounts[3].env, "TOK");
+	assert_true(out.mounts[3].required);
+	op_release(&out);
+
+	/* a target that climbs out is refused */
+	mounts[1].target = "/t/../../x";
+	assert_int_equal(roundtrip(&in, &out, &err), -KILN_EPROTO);
+}
+
+static void
 copy_and_image_roundtrip(void **state)
 {
 	struct op_entry e[2] = {
@@ -265,6 +304,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(run_roundtrip),
+		cmocka_unit_test(run_mounts_roundtrip),
 		cmocka_unit_test(copy_and_image_roundtrip),
 		cmocka_unit_test(copy_add_fields_roundtrip),
 		cmocka_unit_test(copy_dest_fields_roundtrip),

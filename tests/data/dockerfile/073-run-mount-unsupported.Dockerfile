@@ -1,2 +1,0 @@
-FROM base
-RUN --mount=type=cache,target=/root/.cache echo cached

@@ -1,0 +1,2 @@
+FROM base
+RUN --mount=type=tmpfs,target=/t,mode=0700 true

@@ -1,0 +1,2 @@
+FROM base
+RUN --mount=target=/src ls /src
