@@ -28,6 +28,7 @@
 #include "platform.h"
 #include "progress.h"
 #include "proto.h"
+#include "secret.h"
 #include "util.h"
 #include "xfer.h"
 
@@ -55,6 +56,8 @@ struct opts {
 	size_t n_args;
 	const char *contexts[MAX_LIST];
 	size_t n_contexts;
+	const char *secrets[MAX_LIST];
+	size_t n_secrets;
 	const char *target;
 	const char *output;
 	const char *progress;
@@ -110,6 +113,8 @@ struct session {
 	struct named_ctx *nctx;
 	size_t n_nctx;
 	struct output out;
+	struct secret_src *secrets;    /* --secret, in order (the last one of an id wins) */
+	size_t n_secrets;
 	/* context sync */
 	struct digest *queue;
 	size_t n_queue, next_queue;
@@ -155,6 +160,9 @@ usage(FILE *f)
 		"      --platform P             target platform (default: this machine's)\n"
 		"      --print METHOD           same as --call\n"
 		"      --progress MODE          auto, plain, tty or quiet (default: auto)\n"
+		"      --secret id=ID[,src=FILE|,env=VAR][,type=file|env]\n"
+		"                               a secret for RUN --mount=type=secret (default: the\n"
+		"                               variable ID when it is set, else the file ID)\n"
 		"  -t, --tag NAME               name (and tag) recorded in the OCI index\n"
 		"      --target STAGE           build this stage\n"
 		"      --builder NAME           use this builder instead of the current one\n"
@@ -656,6 +664,56 @@ on_need(struct session *s, const struct proto_msg *m, struct kiln_err *err)
 	return pump_sends(s, err);
 }
 
+/* build.secrets.need: the secret ids the build's RUN steps mount. Each one
+ * this client has goes back in a build.secrets message of its own (a value
+ * is at most 500 KiB, a frame 4 MiB); ids it lacks are left out, and the
+ * node decides (required or not). Nothing about a value is printed. */
+static int
+on_secrets_need(struct session *s, const struct proto_msg *m, struct kiln_err *err)
+{
+	const msgpack_object *a = proto_msg_get(m, "ids");
+
+	if (!a || a->type != MSGPACK_OBJECT_ARRAY)
+		return kiln_err_set(err, KILN_EPROTO, "build.secrets.need without ids");
+	for (uint32_t i = 0; i < a->via.array.size; i++) {
+		const msgpack_object *o = &a->via.array.ptr[i];
+		const struct secret_src *src = NULL;
+		struct proto_writer w;
+		msgpack_packer *pk;
+		char *value = NULL;
+		size_t len = 0;
+		int r;
+
+		if (o->type != MSGPACK_OBJECT_STR)
+			return kiln_err_set(err, KILN_EPROTO, "build.secrets.need: bad id");
+		for (size_t k = s->n_secrets; k-- > 0 && !src; )
+			if (strlen(s->secrets[k].id) == o->via.str.size &&
+			    memcmp(s->secrets[k].id, o->via.str.ptr, o->via.str.size) == 0)
+				src = &s->secrets[k];
+		if (!src)
+			continue;
+		r = secret_src_read(src, &value, &len, err);
+		if (r < 0)
+			return r;
+		proto_writer_init(&w, "build.secrets", 0);
+		proto_w_str(&w, "build", s->id);
+		pk = proto_w_key(&w, "secrets");
+		msgpack_pack_array(pk, 1);
+		msgpack_pack_map(pk, 2);
+		proto_pack_str(pk, "id");
+		proto_pack_str(pk, src->id);
+		proto_pack_str(pk, "value");
+		msgpack_pack_bin(pk, len);
+		msgpack_pack_bin_body(pk, value, len);
+		secret_value_free(value, len);
+		r = conn_send(s->conn, &w, err);
+		proto_writer_wipe(&w);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int
 on_credit(struct session *s, const struct proto_msg *m, struct kiln_err *err)
 {
@@ -960,6 +1018,8 @@ run_session(struct session *s, const struct opts *o, struct kiln_err *err)
 		t = proto_msg_type(m);
 		if (strcmp(t, "pong") == 0)
 			r = 0;
+		else if (strcmp(t, "build.secrets.need") == 0)
+			r = on_secrets_need(s, m, err);
 		else if (strcmp(t, "build.need") == 0)
 			r = on_need(s, m, err);
 		else if (strcmp(t, "xfer.credit") == 0)
@@ -1031,6 +1091,9 @@ session_release(struct session *s)
 	for (size_t i = 0; i < s->n_nctx; i++)
 		named_ctx_release(&s->nctx[i]);
 	free(s->nctx);
+	for (size_t i = 0; i < s->n_secrets; i++)
+		secret_src_release(&s->secrets[i]);
+	free(s->secrets);
 	free(s->queue);
 	free(s->step_v);
 	for (size_t i = 0; i < s->n_steps && s->step_names; i++)
@@ -1065,6 +1128,7 @@ parse_opts(int argc, char **argv, struct opts *o, struct kiln_err *err)
 		{ "platform", required_argument, NULL, 'p' },
 		{ "build-arg", required_argument, NULL, 'a' },
 		{ "build-context", required_argument, NULL, 'c' },
+		{ "secret", required_argument, NULL, 'S' },
 		{ "target", required_argument, NULL, 'T' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "progress", required_argument, NULL, 'P' },
@@ -1088,6 +1152,7 @@ parse_opts(int argc, char **argv, struct opts *o, struct kiln_err *err)
 		case 'p': o->platform = optarg; break;
 		case 'a': list = o->args; n = &o->n_args; break;
 		case 'c': list = o->contexts; n = &o->n_contexts; break;
+		case 'S': list = o->secrets; n = &o->n_secrets; break;
 		case 'T': o->target = optarg; break;
 		case 'o': o->output = optarg; break;
 		case 'P': o->progress = optarg; break;
@@ -1200,6 +1265,18 @@ run(int argc, char **argv, struct builder *b, bool graph)
 	if (!s.nctx) {
 		kiln_err_set(&err, ENOMEM, "out of memory");
 		goto fail;
+	}
+	s.secrets = calloc(o.n_secrets + 1, sizeof(*s.secrets));
+	if (!s.secrets) {
+		kiln_err_set(&err, ENOMEM, "out of memory");
+		goto fail;
+	}
+	for (size_t i = 0; i < o.n_secrets; i++) {
+		if (secret_src_parse(o.secrets[i], &s.secrets[i], &err) < 0) {
+			kiln_err_wrap(&err, "could not parse secrets: %s", o.secrets[i]);
+			goto fail;
+		}
+		s.n_secrets++;
 	}
 	/* outline and targets read the Dockerfile alone */
 	for (size_t i = 0; i < o.n_contexts && (!o.call[0] || graph); i++) {

@@ -566,6 +566,46 @@ answer_call(struct builds *bs, struct build *b, const struct proto_msg *m, const
 	build_remove(bs, b);
 }
 
+/* The ids of the secrets the planned RUNs mount, each once, to the client,
+ * which answers with build.secrets holding the values it has (before
+ * build.synced, on the same socket, so the node has them before job.run).
+ * Nothing when no step mounts a secret: values are only ever asked for,
+ * never pushed. */
+static void
+send_secrets_need(struct build *b)
+{
+	const char *ids[256];
+	size_t n = 0;
+	struct proto_writer w;
+	msgpack_packer *pk;
+
+	for (size_t i = 0; i < b->plan->n_ops; i++) {
+		const struct op *op = &b->plan->ops[i];
+
+		for (size_t k = 0; op->kind == OP_RUN && k < op->n_mounts; k++) {
+			const struct op_mount *mt = &op->mounts[k];
+			bool seen = false;
+
+			if (mt->type != OP_MOUNT_SECRET)
+				continue;
+			for (size_t x = 0; x < n && !seen; x++)
+				seen = strcmp(ids[x], mt->id) == 0;
+			if (!seen && n < sizeof(ids) / sizeof(ids[0]))
+				ids[n++] = mt->id;
+		}
+	}
+	if (n == 0)
+		return;
+	proto_writer_init(&w, "build.secrets.need", 0);
+	proto_w_str(&w, "build", b->id);
+	pk = proto_w_key(&w, "ids");
+	msgpack_pack_array(pk, n);
+	for (size_t i = 0; i < n; i++)
+		proto_pack_str(pk, ids[i]);
+	(void) peer_send(&b->client, &w);
+	proto_writer_release(&w);
+}
+
 static void
 on_build_start(struct builds *bs, const struct peer *from, const struct proto_msg *m)
 {
@@ -661,6 +701,7 @@ on_build_start(struct builds *bs, const struct peer *from, const struct proto_ms
 
 	log_info("build=%s node=%s%s steps=%zu", b->id, b->node->name,
 		 b->emulated ? " (emulated)" : "", b->plan->n_ops);
+	send_secrets_need(b);
 	proto_writer_init(&w, "job.have", 0);
 	proto_w_str(&w, "build", b->id);
 	pk = proto_w_key(&w, "digests");
@@ -731,6 +772,10 @@ builds_on_client(struct builds *bs, const struct peer *from, const struct proto_
 		return;
 	}
 	if (strcmp(t, "blob.put") == 0 || strcmp(t, "xfer.data") == 0 || strcmp(t, "xfer.credit") == 0) {
+		(void) peer_forward(&b->node->peer, payload);
+	} else if (strcmp(t, "build.secrets") == 0 && b->state == B_SYNC) {
+		/* Relayed as is: the values are never read here, logged, kept or echoed
+		 * (main.c wipes the frame and the decoded copy after this). */
 		(void) peer_forward(&b->node->peer, payload);
 	} else if (strcmp(t, "build.synced") == 0 && b->state == B_SYNC) {
 		on_synced(b);

@@ -4,11 +4,17 @@
  * the client to the node and outputs from the node to the client without
  * storing them: relayed payloads are forwarded frame for frame.
  *
- * Client -> coordinator: build.start, blob.put, xfer.data, xfer.credit,
- *                        build.synced
- * Coordinator -> client: build.need, progress, output.begin, xfer.*,
- *                        build.done, build.error
- * Coordinator -> node:   job.have, blob.put, xfer.*, job.run, job.export
+ * Client -> coordinator: build.start, build.secrets, blob.put, xfer.data,
+ *                        xfer.credit, build.synced
+ * Coordinator -> client: build.secrets.need, build.need, progress,
+ *                        output.begin, xfer.*, build.done, build.error
+ * Coordinator -> node:   job.have, build.secrets, blob.put, xfer.*, job.run,
+ *                        job.export
+ *
+ * Secrets: build.secrets.need {ids} names the secret ids the planned RUNs
+ * mount; the client answers build.secrets {secrets: [{id, value}]} with
+ * the values it has, which is forwarded to the node frame for frame and
+ * never decoded, logged or kept here.
  * Node -> coordinator:   job.missing, xfer.credit, step.start, step.log,
  *                        step.done, job.done, job.error, output.begin,
  *                        xfer.data, job.exported */

@@ -148,6 +148,11 @@ handle(struct coordinator *c, zsock_t *sock)
 		builds_on_client(c->builds, &from, m, payload);
 	}
 out:
+	if (m && strcmp(proto_msg_type(m), "build.secrets") == 0) {
+		/* secret values: leave no copy of them in freed memory */
+		proto_msg_wipe(m);
+		explicit_bzero(zframe_data(payload), zframe_size(payload));
+	}
 	proto_msg_free(m);
 	zframe_destroy(&payload);
 	peer_release(&from);

@@ -728,8 +728,7 @@ parse_mount(struct ctx *c, struct stage *s, int line, const char *val, struct op
 			m->target = kiln_strdupf("/run/secrets/%s", m->id);
 		if (!m->env && !m->target)
 			return plan_nomem(c);
-		/* parsed in full, but the client cannot send values yet */
-		return plan_line_err(c, line, ENOTSUP, "RUN --mount=type=secret is not supported yet");
+		break;
 	case OP_MOUNT_SSH:
 		return plan_line_err(c, line, ENOTSUP, "RUN --mount=type=ssh is not supported yet");
 	}

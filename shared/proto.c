@@ -77,6 +77,16 @@ proto_writer_release(struct proto_writer *w)
 }
 
 void
+proto_writer_wipe(struct proto_writer *w)
+{
+	if (!w)
+		return;
+	if (w->sbuf.data)
+		explicit_bzero(w->sbuf.data, w->sbuf.alloc);
+	proto_writer_release(w);
+}
+
+void
 proto_pack_str(msgpack_packer *pk, const char *s)
 {
 	size_t len;
@@ -449,6 +459,13 @@ proto_msg_free(struct proto_msg *m)
 	if (m->zone)
 		msgpack_zone_free(m->zone);
 	free(m);
+}
+
+void
+proto_msg_wipe(struct proto_msg *m)
+{
+	if (m)
+		explicit_bzero(m->data, m->len);
 }
 
 const char *

@@ -43,6 +43,9 @@ struct proto_writer {
  * like msgpack-c). */
 void proto_writer_init(struct proto_writer *w, const char *type, uint64_t id);
 void proto_writer_release(struct proto_writer *w);
+/* proto_writer_release after zeroing the bytes written (messages that
+ * carry secrets). What ZeroMQ copied while sending is out of reach. */
+void proto_writer_wipe(struct proto_writer *w);
 void proto_w_str(struct proto_writer *w, const char *key, const char *val);   /* NULL val -> nil */
 void proto_w_strn(struct proto_writer *w, const char *key, const char *val, size_t len);
 void proto_w_u64(struct proto_writer *w, const char *key, uint64_t val);
@@ -59,6 +62,10 @@ const void *proto_writer_data(struct proto_writer *w, size_t *ret_len);
 /* Decode one frame. The caller owns *ret_m (proto_msg_free). */
 int proto_decode(const void *buf, size_t len, struct proto_msg **ret_m, struct kiln_err *err);
 void proto_msg_free(struct proto_msg *m);
+/* Zero m's copy of the frame (the bytes its str and bin values point to),
+ * for messages that carry secrets; m's values read as zeros after this.
+ * NULL is a no-op. */
+void proto_msg_wipe(struct proto_msg *m);
 const char *proto_msg_type(const struct proto_msg *m);   /* NUL-terminated, owned by m */
 uint64_t proto_msg_id(const struct proto_msg *m);
 const msgpack_object *proto_msg_root(const struct proto_msg *m);

@@ -283,9 +283,18 @@ tail_lines(const char *tail, size_t len, char *out, size_t size)
 /* ---- RUN --mount ---- */
 
 /* What a step's mounts hold while it runs: flocks of cache dirs. */
+/* kiln-run reads secret k on fd SECRET_FD0 + k; the parent's ends are
+ * moved to SECRET_FD_HIGH or above first, so no dup2 onto SECRET_FD0 + k
+ * can clobber a source that is still to be duplicated. */
+#define SECRET_FD0 3
+#define SECRET_FDS_MAX 64
+#define SECRET_FD_HIGH (SECRET_FD0 + SECRET_FDS_MAX)
+
 struct run_mounts {
 	int locks[64];
 	size_t n_locks;
+	int secret_fds[SECRET_FDS_MAX];   /* read ends, for kiln-run's SECRET_FD0 + k */
+	size_t n_secret_fds;
 };
 
 static void
@@ -294,6 +303,148 @@ run_mounts_release(struct run_mounts *rm)
 	for (size_t i = 0; i < rm->n_locks; i++)
 		close(rm->locks[i]);
 	rm->n_locks = 0;
+	for (size_t i = 0; i < rm->n_secret_fds; i++)
+		close(rm->secret_fds[i]);
+	rm->n_secret_fds = 0;
+}
+
+static const struct job_secret *
+secret_find(const struct job *j, const char *id)
+{
+	for (size_t i = 0; i < j->n_secrets; i++)
+		if (strcmp(j->secrets[i].id, id) == 0)
+			return &j->secrets[i];
+	return NULL;
+}
+
+int
+job_add_secret(struct job *j, const char *id, size_t id_len, const void *value, size_t len,
+	       struct kiln_err *err)
+{
+	struct job_secret *sec = NULL, *v;
+	char *copy;
+
+	if (len > JOB_SECRET_MAX)
+		return kiln_err_set(err, E2BIG, "secret %.*s is larger than %u bytes", (int) id_len, id,
+				    JOB_SECRET_MAX);
+	if (id_len == 0 || memchr(id, '\0', id_len))
+		return kiln_err_set(err, KILN_EPROTO, "secret with a bad id");
+	for (size_t i = 0; i < j->n_secrets && !sec; i++)
+		if (strlen(j->secrets[i].id) == id_len && memcmp(j->secrets[i].id, id, id_len) == 0)
+			sec = &j->secrets[i];
+	copy = malloc(len + 1);
+	if (!copy)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	memcpy(copy, value, len);
+	copy[len] = '\0';
+	if (sec) {
+		explicit_bzero(sec->value, sec->len);
+		free(sec->value);
+		sec->value = copy;
+		sec->len = len;
+		return 0;
+	}
+	if (j->n_secrets == JOB_SECRETS_MAX) {
+		explicit_bzero(copy, len);
+		free(copy);
+		return kiln_err_set(err, E2BIG, "more than %d secrets", JOB_SECRETS_MAX);
+	}
+	/* grown one by one into a fresh array: realloc moves only pointers */
+	v = realloc(j->secrets, (j->n_secrets + 1) * sizeof(*v));
+	if (!v || !(v[j->n_secrets].id = strndup(id, id_len))) {
+		if (v)
+			j->secrets = v;
+		explicit_bzero(copy, len);
+		free(copy);
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	}
+	j->secrets = v;
+	v[j->n_secrets].value = copy;
+	v[j->n_secrets].len = len;
+	j->n_secrets++;
+	return 0;
+}
+
+void
+job_secrets_wipe(struct job *j)
+{
+	for (size_t i = 0; i < j->n_secrets; i++) {
+		explicit_bzero(j->secrets[i].value, j->secrets[i].len);
+		free(j->secrets[i].value);
+		free(j->secrets[i].id);
+	}
+	free(j->secrets);
+	j->secrets = NULL;
+	j->n_secrets = 0;
+}
+
+/* A pipe holding the secret's value, closed for writing: kiln-run reads it
+ * to the end before it starts the step. The value never touches a file.
+ * The read end (O_CLOEXEC, at SECRET_FD_HIGH or above) goes to rm. */
+static int
+secret_pipe(const struct op_mount *m, const struct job_secret *sec, struct run_mounts *rm,
+	    struct kiln_err *err)
+{
+	int p[2], fd, r = 0;
+
+	if (rm->n_secret_fds == SECRET_FDS_MAX)
+		return kiln_err_set(err, E2BIG, "more than %d secret mounts in one step", SECRET_FDS_MAX);
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return kiln_err_errno(err, errno, "pipe for secret %s", m->id);
+	/* the whole value fits, so the write cannot block */
+	if (sec->len > 65536 && fcntl(p[1], F_SETPIPE_SZ, (int) sec->len) < 0)
+		r = kiln_err_errno(err, errno, "pipe for secret %s", m->id);
+	for (size_t off = 0; r == 0 && off < sec->len; ) {
+		ssize_t n = write(p[1], sec->value + off, sec->len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			r = kiln_err_errno(err, errno, "write secret %s", m->id);
+		else
+			off += (size_t) n;
+	}
+	close(p[1]);
+	fd = r == 0 ? fcntl(p[0], F_DUPFD_CLOEXEC, SECRET_FD_HIGH) : -1;
+	if (r == 0 && fd < 0)
+		r = kiln_err_errno(err, errno, "pipe for secret %s", m->id);
+	close(p[0]);
+	if (r < 0)
+		return r;
+	rm->secret_fds[rm->n_secret_fds++] = fd;
+	return 0;
+}
+
+/* kiln-run's --mount for a secret, or NULL with *ret_skip set when the
+ * client has no value and the mount is not required (BuildKit skips it). */
+static char *
+secret_spec(struct job *j, const struct op_mount *m, struct run_mounts *rm, bool *ret_skip,
+	    struct kiln_err *err)
+{
+	const struct job_secret *sec = secret_find(j, m->id);
+	_cleanup_free_ char *dst = NULL;
+	_cleanup_free_ char *env = NULL;
+
+	*ret_skip = false;
+	if (!sec) {
+		if (m->required) {
+			/* BuildKit's words; the id only, there is no value */
+			kiln_err_set(err, ENOENT, "secret %s: not found", m->id);
+			return NULL;
+		}
+		*ret_skip = true;
+		return NULL;
+	}
+	if (secret_pipe(m, sec, rm, err) < 0)
+		return NULL;
+	dst = m->target ? kiln_strdupf(",dst=%s", m->target) : strdup("");
+	env = m->env ? kiln_strdupf(",env=%s", m->env) : strdup("");
+	if (!dst || !env) {
+		kiln_err_set(err, ENOMEM, "out of memory");
+		return NULL;
+	}
+	return kiln_strdupf("type=secret,fd=%zu%s%s,mode=%o,uid=%" PRIu32 ",gid=%" PRIu32,
+			    SECRET_FD0 + rm->n_secret_fds - 1, dst, env, m->mode, m->uid, m->gid);
 }
 
 /* STATE/cache-mounts/<id made safe>-<12 hex of sha256(id)>: readable, and
@@ -436,10 +587,18 @@ mount_args(struct job *j, size_t step, const struct op *op, const char *base, ch
 			if (!spec)
 				return -err->code;
 			break;
-		case OP_MOUNT_SECRET:
+		case OP_MOUNT_SECRET: {
+			bool skip;
+
+			spec = secret_spec(j, m, rm, &skip, err);
+			if (skip)
+				continue;
+			if (!spec)
+				return -err->code;
+			break;
+		}
 		case OP_MOUNT_SSH:
-			return kiln_err_set(err, ENOTSUP, "mount type %s is not supported by this worker",
-					    m->type == OP_MOUNT_SECRET ? "secret" : "ssh");
+			return kiln_err_set(err, ENOTSUP, "mount type ssh is not supported by this worker");
 		}
 		if (!spec || op_add_arg(argv, argc, "--mount") < 0 || op_add_arg(argv, argc, spec) < 0)
 			return kiln_err_set(err, ENOMEM, "out of memory");
@@ -509,9 +668,15 @@ spawn_run(struct job *j, size_t step, const struct op *op, const char *base, job
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
 	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+	for (size_t k = 0; k < rm.n_secret_fds; k++)
+		posix_spawn_file_actions_adddup2(&fa, rm.secret_fds[k], SECRET_FD0 + (int) k);
 	r = posix_spawn(&pid, exe, &fa, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	close(pipefd[1]);
+	/* kiln-run has its copies; ours go now, not when the step ends */
+	for (size_t k = 0; k < rm.n_secret_fds; k++)
+		close(rm.secret_fds[k]);
+	rm.n_secret_fds = 0;
 	if (r != 0) {
 		close(pipefd[0]);
 		r = kiln_err_errno(err, r, "spawn '%s'", exe);
@@ -1383,8 +1548,8 @@ start_from(struct job *j, const struct op *op, size_t i, struct kiln_err *err)
 	return 0;
 }
 
-int
-job_execute(struct job *j, job_emit_fn emit, void *ctx, struct kiln_err *err)
+static int
+execute_ops(struct job *j, job_emit_fn emit, void *ctx, struct kiln_err *err)
 {
 	if (!j->snaps) {
 		j->snaps = calloc(j->n_ops + 1, sizeof(*j->snaps));
@@ -1453,9 +1618,20 @@ job_execute(struct job *j, job_emit_fn emit, void *ctx, struct kiln_err *err)
 	return 0;
 }
 
+int
+job_execute(struct job *j, job_emit_fn emit, void *ctx, struct kiln_err *err)
+{
+	int r = execute_ops(j, emit, ctx, err);
+
+	/* no step needs them any more: secrets live no longer than the ops */
+	job_secrets_wipe(j);
+	return r;
+}
+
 void
 job_release(struct job *j)
 {
+	job_secrets_wipe(j);
 	for (size_t i = 0; i < j->n_ops; i++)
 		op_release(&j->ops[i]);
 	free(j->ops);

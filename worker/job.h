@@ -39,7 +39,21 @@ struct job {
 	size_t n_layers;
 	/* The result of every op, for ops that build on or copy from it. */
 	struct job_snap *snaps;
+	/* Secret values from the client (build.secrets), in memory only:
+	 * a RUN that mounts one gets it through a pipe. Zeroed and freed
+	 * when job_execute returns. */
+	struct job_secret *secrets;
+	size_t n_secrets;
 };
+
+struct job_secret {
+	char *id;
+	char *value;
+	size_t len;
+};
+
+#define JOB_SECRET_MAX (500u << 10)     /* BuildKit's limit on a secret's size */
+#define JOB_SECRETS_MAX 256
 
 struct job_snap {
 	char **stack;
@@ -51,6 +65,13 @@ struct job_snap {
 /* Run every op. Emits "step.start", "step.log", "step.done" per op; a
  * failing op emits nothing more and returns its error. */
 int job_execute(struct job *j, job_emit_fn emit, void *ctx, struct kiln_err *err);
+/* Keep a copy of a secret's value for the job (a later one with the same
+ * id replaces it). -E2BIG past JOB_SECRETS_MAX secrets or JOB_SECRET_MAX
+ * bytes; errors never contain the value. */
+int job_add_secret(struct job *j, const char *id, size_t id_len, const void *value, size_t len,
+		   struct kiln_err *err);
+/* Zero and free the secrets (job_execute and job_release do this). */
+void job_secrets_wipe(struct job *j);
 /* Free what job_execute and the caller put into j (not j itself). */
 void job_release(struct job *j);
 

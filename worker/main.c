@@ -585,6 +585,38 @@ on_job_run(struct worker *w, struct proto_msg *m, const char *build, struct kiln
 	return start_thread(j, err);
 }
 
+/* build.secrets {secrets: [{id, value}]}: values for the job's secret
+ * mounts, kept in memory for job_execute (which zeroes them when the ops
+ * end). They come before job.run; never logged, never written to the state
+ * dir, and errors name the id only. */
+static int
+on_build_secrets(struct worker *w, struct proto_msg *m, const char *build, struct kiln_err *err)
+{
+	const msgpack_object *a = proto_msg_get(m, "secrets");
+	struct wjob *j = job_find(w, build, true);
+
+	if (!j)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	if (j->running || j->job.ops)
+		return kiln_err_set(err, EBUSY, "build.secrets for build %s after job.run", build);
+	if (!a || a->type != MSGPACK_OBJECT_ARRAY)
+		return kiln_err_set(err, KILN_EPROTO, "build.secrets without secrets");
+	for (uint32_t i = 0; i < a->via.array.size; i++) {
+		const msgpack_object *e = &a->via.array.ptr[i];
+		const msgpack_object *id = e->type == MSGPACK_OBJECT_MAP ? proto_obj_get(e, "id") : NULL;
+		const msgpack_object *v = e->type == MSGPACK_OBJECT_MAP ? proto_obj_get(e, "value") : NULL;
+		int r;
+
+		if (!id || id->type != MSGPACK_OBJECT_STR || !v || v->type != MSGPACK_OBJECT_BIN)
+			return kiln_err_set(err, KILN_EPROTO, "build.secrets: entry %u is malformed", i);
+		r = job_add_secret(&j->job, id->via.str.ptr, id->via.str.size, v->via.bin.ptr,
+				   v->via.bin.size, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int
 on_job_export(struct worker *w, struct proto_msg *m, const char *build, struct kiln_err *err)
 {
@@ -757,6 +789,8 @@ handle_coordinator(struct worker *w)
 		r = on_xfer_data(w, m, build, &err);
 	} else if (strcmp(t, "xfer.credit") == 0) {
 		r = on_xfer_credit(w, m, build, &err);
+	} else if (strcmp(t, "build.secrets") == 0) {
+		r = on_build_secrets(w, m, build, &err);
 	} else if (strcmp(t, "job.run") == 0) {
 		r = on_job_run(w, m, build, &err);
 	} else if (strcmp(t, "job.export") == 0) {
@@ -775,6 +809,8 @@ handle_coordinator(struct worker *w)
 		if (build && strlen(build) < 64)
 			send_build_error(w, build, &err);
 	}
+	if (strcmp(t, "build.secrets") == 0)
+		proto_msg_wipe(m);      /* job_add_secret made the only copies we keep */
 	proto_msg_free(m);
 }
 
