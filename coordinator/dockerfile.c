@@ -388,20 +388,20 @@ next_line(struct parser *p, const char **ret, size_t *ret_len)
 	return 1;
 }
 
-static size_t
-trim_newline(const char *s, size_t n)
+size_t
+df_trim_newline(const char *s, size_t n)
 {
 	while (n > 0 && (s[n - 1] == '\r' || s[n - 1] == '\n'))
 		n--;
 	return n;
 }
 
-static bool
-is_comment(const char *s, size_t n)
+bool
+df_is_comment(const char *s, size_t n)
 {
 	size_t lead;
 
-	n = trim_newline(s, n);
+	n = df_trim_newline(s, n);
 	lead = gostr_space_prefix(s, n);
 	return lead < n && s[lead] == '#';
 }
@@ -415,7 +415,7 @@ process_line(struct parser *p, const char **s, size_t *n, bool strip_left)
 	size_t val_len, lead;
 	int kind;
 
-	*n = trim_newline(*s, *n);
+	*n = df_trim_newline(*s, *n);
 	if (strip_left) {
 		lead = gostr_space_prefix(*s, *n);
 		*s += lead;
@@ -439,7 +439,7 @@ process_line(struct parser *p, const char **s, size_t *n, bool strip_left)
 		if (!*slot)
 			return perr_oom(p);
 	}
-	if (is_comment(*s, *n))
+	if (df_is_comment(*s, *n))
 		*n = 0;
 	return 0;
 }
@@ -1068,7 +1068,7 @@ read_heredocs(struct parser *p, struct df_node *node, int start_line)
 
 		gbuf_init(&body, DF_MAX_INPUT);
 		while ((r = next_line(p, &s, &n)) > 0) {
-			size_t end = trim_newline(s, n), lead = 0;
+			size_t end = df_trim_newline(s, n), lead = 0;
 
 			p->line++;
 			if (h->chomp)
@@ -1176,7 +1176,7 @@ parse_instruction(struct parser *p, const char *first, size_t first_len)
 		if (r < 0)
 			goto out;
 		p->line++;
-		if (is_comment(raw, raw_len))
+		if (df_is_comment(raw, raw_len))
 			continue;
 		if (gostr_space_prefix(s, n) == n) {
 			empty_cont = true;

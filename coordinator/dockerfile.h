@@ -120,6 +120,11 @@ int df_heredocs_from_line(const char *line, struct df_heredoc **ret, size_t *ret
  * malloc'd copy and its length, or NULL when out of memory. */
 char *df_heredoc_chomp(const char *content, size_t len, size_t *ret_len);
 
+/* Length of the physical line s[0..n) without its trailing CR/LF bytes. */
+size_t df_trim_newline(const char *s, size_t n);
+/* Whether a physical line is a comment: "#" after leading blanks. */
+bool df_is_comment(const char *s, size_t n);
+
 /* BuildKit's DetectSyntax (key "syntax", any_format) and ParseDirective
  * (any key, any_format false): find directive key in a Dockerfile's
  * leading "# key=value" lines, skipping a BOM and a "#!" first line; with

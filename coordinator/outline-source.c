@@ -248,24 +248,6 @@ ol_node_loc(const struct df_node *n)
 
 /* ---- comments ---- */
 
-static size_t
-trim_newline(const char *s, size_t n)
-{
-	while (n > 0 && (s[n - 1] == '\r' || s[n - 1] == '\n'))
-		n--;
-	return n;
-}
-
-static bool
-is_comment(const char *s, size_t n)
-{
-	size_t lead;
-
-	n = trim_newline(s, n);
-	lead = gostr_space_prefix(s, n);
-	return lead < n && s[lead] == '#';
-}
-
 static bool
 re_space(char c)
 {
@@ -357,8 +339,8 @@ node_comments(struct ol *o)
 			k++;
 			continue;
 		}
-		if (is_comment(s, n)) {
-			size_t t = trim_newline(s, n), lead, tail;
+		if (df_is_comment(s, n)) {
+			size_t t = df_trim_newline(s, n), lead, tail;
 			const char *c = s + 1;
 			size_t cl = t ? t - 1 : 0;
 
@@ -378,10 +360,10 @@ node_comments(struct ol *o)
 			}
 		}
 		if (directives) {
-			size_t t = trim_newline(s, n), lead = gostr_space_prefix(s, t);
+			size_t t = df_trim_newline(s, n), lead = gostr_space_prefix(s, t);
 
 			if (is_directive(s + lead, t - lead)) {
-				if (is_comment(s, n) && n_cur)
+				if (df_is_comment(s, n) && n_cur)
 					n_cur--;
 			} else {
 				directives = false;
