@@ -556,6 +556,23 @@ send_start(struct session *s, const struct opts *o, const char *dockerfile, size
 			proto_pack_str(pk, c->man.layers[k].media_type);
 		}
 	}
+	{
+		size_t len;
+
+		/* The coordinator drops a frame over the bound without a word;
+		 * say so here instead of waiting for a reply that never comes.
+		 * (The file list is not chunked yet.) */
+		(void) proto_writer_data(&w, &len);
+		if (len > PROTO_FRAME_MAX) {
+			char a[32];
+
+			proto_writer_release(&w);
+			return kiln_err_set(err, E2BIG,
+					    "the build request is %s (%zu context entries), over the %u MiB "
+					    "message limit: exclude files with .dockerignore",
+					    progress_size(len, a), s->ctx.n, PROTO_FRAME_MAX >> 20);
+		}
+	}
 	r = conn_send(s->conn, &w, err);
 	proto_writer_release(&w);
 	return r;
