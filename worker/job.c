@@ -735,6 +735,23 @@ out:
 	return r;
 }
 
+/* Copy size bytes from in to out (in the kernel where it can); what names
+ * the file in an error. */
+static int
+copy_bytes(int in, int out, off_t size, const char *what, struct kiln_err *err)
+{
+	for (off_t left = size; left > 0; ) {
+		ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t) left, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return kiln_err_errno(err, n < 0 ? errno : EIO, "copy '%s'", what);
+		left -= n;
+	}
+	return 0;
+}
+
 static int
 copy_blob(struct job *j, const struct op_entry *e, const char *dst, struct kiln_err *err)
 {
@@ -754,16 +771,7 @@ copy_blob(struct job *j, const struct op_entry *e, const char *dst, struct kiln_
 	out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (out < 0)
 		return kiln_err_errno(err, errno, "create '%s'", e->path);
-	for (off_t left = st.st_size; left > 0; ) {
-		ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t) left, 0);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return kiln_err_errno(err, n < 0 ? errno : EIO, "copy '%s'", e->path);
-		left -= n;
-	}
-	return 0;
+	return copy_bytes(in, out, st.st_size, e->path, err);
 }
 
 static int
@@ -1382,15 +1390,9 @@ copy_entry(struct job *j, const struct op *op, const struct copy_from *cf, const
 		out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 		if (out < 0)
 			return kiln_err_errno(err, errno, "create '%s'", dpath);
-		for (off_t left = st.st_size; left > 0; ) {
-			ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t) left, 0);
-
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0)
-				return kiln_err_errno(err, n < 0 ? errno : EIO, "copy '%s'", spath);
-			left -= n;
-		}
+		r = copy_bytes(in, out, st.st_size, spath, err);
+		if (r < 0)
+			return r;
 	} else if (S_ISLNK(st.st_mode)) {
 		char target[4096];
 		ssize_t n = readlink(real, target, sizeof(target) - 1);
