@@ -51,7 +51,11 @@ struct opts {
 	const char *file;
 	const char *tags[MAX_LIST];
 	size_t n_tags;
-	const char *platform;
+	const char *platforms[MAX_LIST];       /* --platform, each may list several */
+	size_t n_platforms;
+	const char *no_cache_filter[MAX_LIST];
+	size_t n_no_cache_filter;
+	bool no_cache;
 	const char *args[MAX_LIST];
 	size_t n_args;
 	const char *contexts[MAX_LIST];
@@ -122,6 +126,10 @@ struct session {
 	uint64_t next_stream;
 	uint64_t files_sent, bytes_sent;
 	bool synced;
+	struct platform plats[16];     /* the platforms to build, in order */
+	size_t n_plats;
+	unsigned ctx_reported;
+	int64_t last_ping_ms;
 	int v_ctx;
 	/* steps */
 	int *step_v;
@@ -157,7 +165,10 @@ usage(FILE *f)
 		"                               | type=image,name=REF[,REF...],push=true (also type=registry)\n"
 		"                               (a bare DIR means type=local,dest=DIR)\n"
 		"      --push                   push the image to the registry of each -t NAME\n"
-		"      --platform P             target platform (default: this machine's)\n"
+"      --no-cache               do not use the cache: run every step\n"
+		"      --no-cache-filter STAGE  do not use the cache for this stage (and what builds on it)\n"
+		"      --platform P[,P...]      target platforms (default: this machine's); several\n"
+		"                               make one image per platform and an index of them\n"
 		"      --print METHOD           same as --call\n"
 		"      --progress MODE          auto, plain, tty or quiet (default: auto)\n"
 		"      --secret id=ID[,src=FILE|,env=VAR][,type=file|env]\n"
@@ -459,6 +470,18 @@ send_start(struct session *s, const struct opts *o, const char *dockerfile, size
 	proto_w_strn(&w, "dockerfile", dockerfile, df_len);
 	proto_w_str(&w, "filename", o->file ? o->file : "Dockerfile");
 	proto_w_str(&w, "platform", platform_fmt(plat, ps));
+	pk = proto_w_key(&w, "platforms");
+	msgpack_pack_array(pk, s->n_plats);
+	for (size_t i = 0; i < s->n_plats; i++)
+		proto_pack_str(pk, platform_fmt(&s->plats[i], ps));
+	if (o->no_cache)
+		proto_w_bool(&w, "no_cache", true);
+	if (o->n_no_cache_filter) {
+		pk = proto_w_key(&w, "no_cache_filter");
+		msgpack_pack_array(pk, o->n_no_cache_filter);
+		for (size_t i = 0; i < o->n_no_cache_filter; i++)
+			proto_pack_str(pk, o->no_cache_filter[i]);
+	}
 	proto_w_str(&w, "target", o->target);
 	proto_w_str(&w, "tag", o->n_tags ? o->tags[0] : NULL);
 	proto_w_str(&w, "output", strcmp(s->out.type, "oci") == 0 ? "oci" :
@@ -652,9 +675,12 @@ pump_sends(struct session *s, struct kiln_err *err)
 		proto_w_str(&w, "build", s->id);
 		r = conn_send(s->conn, &w, err);
 		proto_writer_release(&w);
-		progress_status(s->pr, s->v_ctx, "transferring context: %" PRIu64 " files %s done",
-				s->files_sent, progress_size(s->bytes_sent, a));
-		progress_done(s->pr, s->v_ctx, NULL);
+		/* later rounds (nodes that run other steps) are not the context load */
+		if (!s->ctx_reported++) {
+			progress_status(s->pr, s->v_ctx, "transferring context: %" PRIu64 " files %s done",
+					s->files_sent, progress_size(s->bytes_sent, a));
+			progress_done(s->pr, s->v_ctx, NULL);
+		}
 		return r;
 	}
 	return 0;
@@ -667,6 +693,15 @@ on_need(struct session *s, const struct proto_msg *m, struct kiln_err *err)
 
 	if (!a || a->type != MSGPACK_OBJECT_ARRAY)
 		return kiln_err_set(err, KILN_EPROTO, "build.need without digests");
+	/* one round per node that needs context files; each ends in build.synced */
+	if (s->next_queue < s->n_queue || !s->synced) {
+		if (s->n_queue || s->synced)
+			return kiln_err_set(err, KILN_EPROTO, "build.need before the last round ended");
+	}
+	free(s->queue);
+	s->queue = NULL;
+	s->n_queue = s->next_queue = 0;
+	s->synced = false;
 	s->queue = calloc(a->via.array.size + 1, sizeof(*s->queue));
 	if (!s->queue)
 		return kiln_err_set(err, ENOMEM, "out of memory");
@@ -689,6 +724,7 @@ static int
 on_secrets_need(struct session *s, const struct proto_msg *m, struct kiln_err *err)
 {
 	const msgpack_object *a = proto_msg_get(m, "ids");
+	_cleanup_free_ char *job = proto_msg_strdup(m, "job");
 
 	if (!a || a->type != MSGPACK_OBJECT_ARRAY)
 		return kiln_err_set(err, KILN_EPROTO, "build.secrets.need without ids");
@@ -714,6 +750,8 @@ on_secrets_need(struct session *s, const struct proto_msg *m, struct kiln_err *e
 			return r;
 		proto_writer_init(&w, "build.secrets", 0);
 		proto_w_str(&w, "build", s->id);
+		if (job)
+			proto_w_str(&w, "job", job);
 		pk = proto_w_key(&w, "secrets");
 		msgpack_pack_array(pk, 1);
 		msgpack_pack_map(pk, 2);
@@ -725,6 +763,20 @@ on_secrets_need(struct session *s, const struct proto_msg *m, struct kiln_err *e
 		secret_value_free(value, len);
 		r = conn_send(s->conn, &w, err);
 		proto_writer_wipe(&w);
+		if (r < 0)
+			return r;
+	}
+	/* the values for one job all went before this */
+	{
+		struct proto_writer w;
+		int r;
+
+		proto_writer_init(&w, "build.secrets.done", 0);
+		proto_w_str(&w, "build", s->id);
+		if (job)
+			proto_w_str(&w, "job", job);
+		r = conn_send(s->conn, &w, err);
+		proto_writer_release(&w);
 		if (r < 0)
 			return r;
 	}
@@ -768,10 +820,19 @@ on_progress(struct session *s, const struct proto_msg *m, struct kiln_err *err)
 	}
 	if (total != s->n_steps)
 		return kiln_err_set(err, KILN_EPROTO, "progress: step count changed");
-	if (strcmp(status, "start") == 0 && !s->step_v[step]) {
+	if ((strcmp(status, "start") == 0 || strcmp(status, "cached") == 0) && !s->step_v[step]) {
+		_cleanup_free_ char *node = proto_msg_strdup(m, "node");
+		bool emulated = false;
+
+		(void) proto_msg_bool(m, "emulated", &emulated);
 		s->step_v[step] = progress_start(s->pr, name ? name : "");
 		free(s->step_names[step]);
 		s->step_names[step] = STEAL_PTR(name);
+		if (strcmp(status, "cached") == 0)
+			progress_cached(s->pr, s->step_v[step]);
+		else if (node)
+			progress_status(s->pr, s->step_v[step], "on node %s%s", node,
+					emulated ? " (emulated)" : "");
 	} else if (strcmp(status, "log") == 0) {
 		const void *data;
 		size_t len;
@@ -978,7 +1039,7 @@ write_metadata(const char *path, const struct session *s, const struct proto_msg
 	_cleanup_free_ char *md = proto_msg_strdup(m, "manifest_digest");
 	_cleanup_free_ char *cd = proto_msg_strdup(m, "config_digest");
 	_cleanup_free_ char *node = proto_msg_strdup(m, "node");
-	uint64_t files = 0, bytes = 0, steps = 0;
+	uint64_t files = 0, bytes = 0, steps = 0, executed = 0, cached = 0, peer_files = 0, peer_bytes = 0;
 	json_t *j;
 	char *text;
 	int r;
@@ -986,14 +1047,22 @@ write_metadata(const char *path, const struct session *s, const struct proto_msg
 	(void) proto_msg_u64(m, "ctx_files", &files);
 	(void) proto_msg_u64(m, "ctx_bytes", &bytes);
 	(void) proto_msg_u64(m, "steps", &steps);
-	j = json_pack("{s:s?, s:s?, s:s, s:s?, s:I, s:I, s:I, s:I, s:I}",
+	(void) proto_msg_u64(m, "executed", &executed);
+	(void) proto_msg_u64(m, "cached", &cached);
+	(void) proto_msg_u64(m, "peer_files", &peer_files);
+	(void) proto_msg_u64(m, "peer_bytes", &peer_bytes);
+	j = json_pack("{s:s?, s:s?, s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 		      "containerimage.digest", md, "containerimage.config.digest", cd,
 		      "kiln.build.ref", s->id, "kiln.node", node,
 		      "kiln.context.files_received", (json_int_t) files,
 		      "kiln.context.bytes_received", (json_int_t) bytes,
 		      "kiln.context.files_sent", (json_int_t) s->files_sent,
 		      "kiln.context.bytes_sent", (json_int_t) s->bytes_sent,
-		      "kiln.steps", (json_int_t) steps);
+		      "kiln.steps", (json_int_t) steps,
+		      "kiln.steps.executed", (json_int_t) executed,
+		      "kiln.steps.cached", (json_int_t) cached,
+		      "kiln.peers.files_moved", (json_int_t) peer_files,
+		      "kiln.peers.bytes_moved", (json_int_t) peer_bytes);
 	text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
 	json_decref(j);
 	if (!text)
@@ -1032,6 +1101,19 @@ run_session(struct session *s, const struct opts *o, struct kiln_err *err)
 		if (r < 0)
 			return r;
 		lost = 0;
+		/* the coordinator cancels builds whose client goes silent */
+		if (kiln_now_ms() - s->last_ping_ms >= PING_EVERY_MS / 5) {
+			struct proto_writer w;
+
+			s->last_ping_ms = kiln_now_ms();
+			proto_writer_init(&w, "ping", conn_next_id(s->conn));
+			r = conn_send(s->conn, &w, err);
+			proto_writer_release(&w);
+			if (r < 0) {
+				proto_msg_free(m);
+				return r;
+			}
+		}
 		t = proto_msg_type(m);
 		if (strcmp(t, "pong") == 0)
 			r = 0;
@@ -1151,6 +1233,8 @@ parse_opts(int argc, char **argv, struct opts *o, struct kiln_err *err)
 		{ "progress", required_argument, NULL, 'P' },
 		{ "metadata-file", required_argument, NULL, 'm' },
 		{ "push", no_argument, NULL, 'U' },
+		{ "no-cache", no_argument, NULL, 'N' },
+		{ "no-cache-filter", required_argument, NULL, 'F' },
 		{ "call", required_argument, NULL, 'C' },
 		{ "print", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
@@ -1166,7 +1250,9 @@ parse_opts(int argc, char **argv, struct opts *o, struct kiln_err *err)
 		switch (c) {
 		case 'f': o->file = optarg; break;
 		case 't': list = o->tags; n = &o->n_tags; break;
-		case 'p': o->platform = optarg; break;
+		case 'p': list = o->platforms; n = &o->n_platforms; break;
+		case 'N': o->no_cache = true; break;
+		case 'F': list = o->no_cache_filter; n = &o->n_no_cache_filter; break;
 		case 'a': list = o->args; n = &o->n_args; break;
 		case 'c': list = o->contexts; n = &o->n_contexts; break;
 		case 'S': list = o->secrets; n = &o->n_secrets; break;
@@ -1242,17 +1328,42 @@ run(int argc, char **argv, struct builder *b, bool graph)
 	}
 	if (!o.call[0] && parse_output(o.output, &s.out, &err) < 0)
 		goto fail;
-	if (o.platform) {
-		if (strchr(o.platform, ','))  {
-			kiln_err_set(&err, ENOTSUP, "multi-platform builds are not supported yet");
+	if (o.n_platforms) {
+		/* --platform a,b and --platform a --platform b, as buildx */
+		for (size_t i = 0; i < o.n_platforms; i++) {
+			_cleanup_free_ char *list = strdup(o.platforms[i]);
+			char *save = NULL;
+
+			if (!list) {
+				kiln_err_set(&err, ENOMEM, "out of memory");
+				goto fail;
+			}
+			for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+				struct platform p;
+				bool dup = false;
+
+				if (platform_parse(t, &p) < 0) {
+					kiln_err_set(&err, EINVAL, "invalid platform '%s'", t);
+					goto fail;
+				}
+				for (size_t k = 0; k < s.n_plats && !dup; k++)
+					dup = platform_equal(&s.plats[k], &p);
+				if (!dup && s.n_plats < ARRAY_SIZE(s.plats))
+					s.plats[s.n_plats++] = p;
+			}
+		}
+		if (s.n_plats == 0) {
+			kiln_err_set(&err, EINVAL, "--platform names no platform");
 			goto fail;
 		}
-		if (platform_parse(o.platform, &plat) < 0) {
-			kiln_err_set(&err, EINVAL, "invalid platform '%s'", o.platform);
+		plat = s.plats[0];
+		if (s.n_plats > 1 && o.n_contexts) {
+			kiln_err_set(&err, ENOTSUP, "--build-context with several platforms is not supported yet");
 			goto fail;
 		}
 	} else {
 		platform_host(&plat);
+		s.plats[s.n_plats++] = plat;
 	}
 	s.pr = progress_new(o.progress, stderr);
 	if (!s.pr) {

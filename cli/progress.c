@@ -189,6 +189,21 @@ progress_done(struct progress *p, int v, const char *msg)
 	fflush(p->out);
 }
 
+void
+progress_cached(struct progress *p, int v)
+{
+	struct vertex *x = get(p, v);
+
+	if (!x || x->done)
+		return;
+	x->done = true;
+	if (p->mode == M_PLAIN)
+		fprintf(p->out, "#%d CACHED\n\n", v);
+	else if (p->mode == M_TTY)
+		fprintf(p->out, " => CACHED %s\n", x->name);
+	fflush(p->out);
+}
+
 char *
 progress_size(unsigned long long bytes, char out[32])
 {

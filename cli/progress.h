@@ -24,6 +24,8 @@ void progress_status(struct progress *p, int v, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Finish vertex v; msg is the error (NULL on success). */
 void progress_done(struct progress *p, int v, const char *msg);
+/* Finish vertex v as answered from the cache ("#N CACHED"). */
+void progress_cached(struct progress *p, int v);
 /* Human size ("1.2kB", "3.4MB") into out. */
 char *progress_size(unsigned long long bytes, char out[32]);
 

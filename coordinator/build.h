@@ -29,13 +29,17 @@ struct node;
 struct peer;
 struct proto_msg;
 
-struct builds *builds_new(struct nodes *ns);
+struct builds *builds_new(struct nodes *ns, const char *state);
 void builds_free(struct builds *bs);
 /* payload is the raw frame of m, for forwarding (borrowed). */
 void builds_on_client(struct builds *bs, const struct peer *from, const struct proto_msg *m,
 		      zframe_t *payload);
 void builds_on_node(struct builds *bs, struct node *n, const struct proto_msg *m, zframe_t *payload);
-/* Fail the builds running on a node that went away. */
+/* A node went away: its jobs run again elsewhere. */
 void builds_node_gone(struct builds *bs, struct node *n);
+/* Any message from a client (pings included) says it is still there. */
+void builds_client_seen(struct builds *bs, const struct peer *from);
+/* Periodically: cancel builds whose client went silent; hand out work. */
+void builds_tick(struct builds *bs, int64_t now_ms);
 
 #endif

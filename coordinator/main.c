@@ -115,6 +115,7 @@ handle(struct coordinator *c, zsock_t *sock)
 		proto_w_u64(&w, "version", PROTO_VERSION);
 		(void) peer_send(&from, &w);
 		proto_writer_release(&w);
+		builds_client_seen(c->builds, &from);
 	} else if (strcmp(t, "nodes.list") == 0) {
 		struct proto_writer w;
 
@@ -281,7 +282,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	c.nodes = nodes_new(timeout_ms);
-	c.builds = builds_new(c.nodes);
+	c.builds = builds_new(c.nodes, state);
 	if (!c.nodes || !c.builds) {
 		log_error("out of memory");
 		return 1;
@@ -300,6 +301,7 @@ main(int argc, char **argv)
 			break;
 		if (kiln_now_ms() >= next_check) {
 			nodes_expire(c.nodes, kiln_now_ms(), on_gone, &c);
+			builds_tick(c.builds, kiln_now_ms());
 			next_check = kiln_now_ms() + 250;
 		}
 	}

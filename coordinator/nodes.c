@@ -203,6 +203,27 @@ serves(const struct platform *list, size_t n, const struct platform *p)
 }
 
 struct node *
+nodes_list(struct nodes *ns)
+{
+	return ns->head;
+}
+
+struct node *
+nodes_by_name(struct nodes *ns, const char *name)
+{
+	for (struct node *n = ns->head; n; n = n->next)
+		if (strcmp(n->name, name) == 0)
+			return n;
+	return NULL;
+}
+
+bool
+node_serves(const struct node *n, const struct platform *p, bool native)
+{
+	return native ? serves(n->native, n->n_native, p) : serves(n->emulated, n->n_emulated, p);
+}
+
+struct node *
 nodes_pick(struct nodes *ns, const struct platform *p, bool *ret_emulated)
 {
 	for (int pass = 0; pass < 2; pass++) {

@@ -36,8 +36,10 @@ struct node {
 	struct platform emulated[NODE_MAX_PLATFORMS];
 	size_t n_emulated;
 	unsigned capacity;
+	char blob_endpoint[256];      /* where peers fetch its blobs; "" = nowhere */
+	char blob_key[48];            /* its Curve public key (Z85) for tcp:// */
 	unsigned load;                /* reported by the node */
-	unsigned assigned;            /* builds this coordinator gave it */
+	unsigned assigned;            /* jobs this coordinator gave it (bounded by capacity) */
 	int64_t last_seen_ms;
 	enum node_status status;
 };
@@ -68,6 +70,11 @@ struct node *nodes_by_peer(struct nodes *ns, const struct peer *from);
 /* Pick a ready node for p: native before emulated, then least busy.
  * *ret_emulated says which kind was chosen. NULL when none serves p. */
 struct node *nodes_pick(struct nodes *ns, const struct platform *p, bool *ret_emulated);
+/* The table, to walk with n->next (any status). */
+struct node *nodes_list(struct nodes *ns);
+struct node *nodes_by_name(struct nodes *ns, const char *name);
+/* Whether n serves p natively (native) or under emulation (!native). */
+bool node_serves(const struct node *n, const struct platform *p, bool native);
 /* Pack the table as the array of "nodes" in a "nodes" reply. */
 void nodes_pack(struct nodes *ns, msgpack_packer *pk, int64_t now_ms);
 

@@ -35,7 +35,6 @@
 #include "shell.h"
 #include "util.h"
 
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 struct copy_opts {
 	bool chown;

@@ -34,7 +34,6 @@
 #include "shell.h"
 #include "util.h"
 
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 static const char *const known_instructions[] = {
 	"from", "run", "cmd", "label", "maintainer", "expose", "env", "add", "copy",

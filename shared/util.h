@@ -2,6 +2,8 @@
 #ifndef KILN_UTIL_H
 #define KILN_UTIL_H
 
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -56,6 +56,9 @@ struct wjob {
 	size_t n_push_refs;
 	char *mount_from;              /* push: where base layers can be mounted from */
 	char *manifest_type;
+	struct digest *children;       /* push: manifests an index names, pushed by digest first */
+	char (*child_types)[128];
+	size_t n_children;
 	char *index_json;
 	size_t index_len;
 	struct digest *blobs;
@@ -298,6 +301,8 @@ job_drop(struct worker *w, struct wjob *j)
 	op_strv_free(j->push_refs, j->n_push_refs);
 	free(j->mount_from);
 	free(j->manifest_type);
+	free(j->children);
+	free(j->child_types);
 	if (j->out_path) {
 		(void) unlink(j->out_path);
 		free(j->out_path);
@@ -345,6 +350,22 @@ push_image(struct wjob *j, struct registry *reg, struct kiln_err *err)
 			if (r < 0)
 				return kiln_err_wrap(err, "push blob %s to '%s'", digest_fmt(&j->blobs[k], ds),
 						     j->push_refs[i]);
+		}
+		for (size_t k = 0; k < j->n_children; k++) {
+			_cleanup_free_ char *child = NULL;
+			struct registry_ref cref = ref;
+			size_t clen;
+
+			r = cas_get(j->job.cas, &j->children[k], OCI_JSON_MAX, &child, &clen, err);
+			if (r < 0)
+				return r;
+			cref.has_digest = true;
+			cref.digest = j->children[k];
+			cref.tag[0] = '\0';
+			r = registry_put_manifest(reg, &cref, j->child_types[k], child, clen, NULL, err);
+			if (r < 0)
+				return kiln_err_wrap(err, "push manifest %s to '%s'",
+						     digest_fmt(&j->children[k], ds), j->push_refs[i]);
 		}
 		r = registry_put_manifest(reg, &ref, j->manifest_type ? j->manifest_type : OCI_MT_MANIFEST,
 					  manifest, len, NULL, err);
@@ -536,7 +557,7 @@ on_xfer_data(struct worker *w, struct proto_msg *m, const char *build, struct ki
 		proto_writer_release(&pw);
 	}
 	if (done) {
-		struct wjob *j = job_find(w, build, true);
+		struct wjob *j = job_find(w, build, false);
 
 		if (j) {
 			j->ctx_files++;
@@ -660,6 +681,25 @@ on_job_export(struct worker *w, struct proto_msg *m, const char *build, struct k
 		}
 		j->mount_from = proto_msg_strdup(m, "mount_from");
 		j->manifest_type = proto_msg_strdup(m, "manifest_media_type");
+		{
+			const msgpack_object *ch = proto_msg_get(m, "children");
+			uint32_t nc = ch && ch->type == MSGPACK_OBJECT_ARRAY ? ch->via.array.size : 0;
+
+			j->children = calloc(nc + 1, sizeof(*j->children));
+			j->child_types = calloc(nc + 1, sizeof(*j->child_types));
+			if (!j->children || !j->child_types)
+				return kiln_err_set(err, ENOMEM, "out of memory");
+			for (uint32_t i = 0; i < nc; i++) {
+				_cleanup_free_ char *d = proto_obj_get_strdup(&ch->via.array.ptr[i], "digest");
+				_cleanup_free_ char *mt = proto_obj_get_strdup(&ch->via.array.ptr[i], "media_type");
+
+				if (!d || !mt || digest_parse(d, &j->children[i]) < 0 ||
+				    strlen(mt) >= sizeof(j->child_types[i]))
+					return kiln_err_set(err, KILN_EPROTO, "job.export: bad child manifest");
+				snprintf(j->child_types[i], sizeof(j->child_types[i]), "%s", mt);
+				j->n_children++;
+			}
+		}
 	}
 	/* Small blobs the coordinator made (config, manifest) arrive inline. */
 	if (blobs && blobs->type == MSGPACK_OBJECT_ARRAY) {
@@ -767,7 +807,8 @@ handle_coordinator(struct worker *w)
 		return;
 	}
 	t = proto_msg_type(m);
-	build = proto_msg_strdup(m, "build");
+	/* A client's answer to build.secrets.need names the job it is for. */
+	build = proto_msg_strdup(m, strcmp(t, "build.secrets") == 0 && proto_msg_get(m, "job") ? "job" : "build");
 	if (strcmp(t, "worker.reregister") == 0) {
 		log_info("coordinator does not know this node, registering again");
 		send_register(w);
