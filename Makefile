@@ -16,14 +16,15 @@ endif
 SHARED_OBJ = shared/err.o shared/log.o shared/util.o shared/digest.o shared/cas.o \
              shared/platform.o shared/proto.o shared/xfer.o shared/oci.o shared/layer.o \
              shared/curve.o shared/op.o shared/gostr.o shared/ignore.o \
-             shared/registry.o shared/registry-http.o shared/registry-ref.o
+             shared/registry.o shared/registry-http.o shared/registry-ref.o shared/resources.o
 FRONT_OBJ  = coordinator/dockerfile.o coordinator/shell.o coordinator/plan.o \
              coordinator/plan-copy.o coordinator/plan-instr.o coordinator/plan-result.o \
              coordinator/plan-dump.o coordinator/instructions.o \
              coordinator/outline.o coordinator/outline-source.o coordinator/outline-json.o
 COORD_OBJ  = coordinator/main.o coordinator/nodes.o coordinator/build.o coordinator/solver.o \
              coordinator/cache.o $(FRONT_OBJ)
-WORKER_OBJ = worker/main.o worker/job.o worker/snapshot.o worker/export.o worker/qemu.o
+WORKER_OBJ = worker/main.o worker/job.o worker/snapshot.o worker/export.o worker/qemu.o \
+             worker/confine.o
 RUN_OBJ    = worker/kiln-run.o
 CLI_OBJ    = cli/main.o cli/config.o cli/builder.o cli/build.o cli/context.o cli/conn.o cli/progress.o cli/secret.o \
              cli/debug.o coordinator/dockerfile.o coordinator/shell.o \
@@ -36,7 +37,8 @@ UNIT_TESTS = tests/unit/digest_test tests/unit/cas_test tests/unit/platform_test
              tests/unit/layer_test tests/unit/dockerfile_test tests/unit/shell_test \
              tests/unit/plan_test tests/unit/op_test tests/unit/ignore_test tests/unit/config_test tests/unit/conn_test \
              tests/unit/registry_test tests/unit/outline_test tests/unit/context_test \
-             tests/unit/debug_test tests/unit/secret_test
+             tests/unit/debug_test tests/unit/secret_test tests/unit/resources_test \
+             tests/unit/nodes_test
 CONFORMANCE = tests/conformance/corpus_test tests/conformance/golden_test
 FUZZ_REPLAY = tests/fuzz/fuzz_proto tests/fuzz/fuzz_dockerfile
 
@@ -71,6 +73,8 @@ bin/kiln-run: $(RUN_OBJ) $(SHARED_OBJ)
 tests/unit/%_test: tests/unit/%_test.o $(SHARED_OBJ) $(FRONT_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 tests/unit/config_test: tests/unit/config_test.o cli/config.o $(SHARED_OBJ)
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
+tests/unit/nodes_test: tests/unit/nodes_test.o coordinator/nodes.o $(SHARED_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 tests/unit/conn_test: tests/unit/conn_test.o cli/conn.o $(SHARED_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka

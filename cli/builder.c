@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include "cleanup.h"
 #include "curve.h"
 #include "err.h"
+#include "resources.h"
 #include "util.h"
 #include "../drivers/driver.h"
 #include "builder.h"
@@ -505,7 +507,11 @@ cmd_inspect(int argc, char **argv, const char *flag)
 		if (n->opts)
 			field("Driver Options:", n->opts);
 		field("Platforms:", n->platforms);
+		/* What the node said when it registered: the steps it runs
+		 * at once (by default the CPUs its worker may use). */
 		if (n->live && n->capacity > 0) {
+			snprintf(load, sizeof(load), "%llu", (unsigned long long) n->capacity);
+			field("Capacity:", load);
 			snprintf(load, sizeof(load), "%llu/%llu", (unsigned long long) n->load,
 				 (unsigned long long) n->capacity);
 			field("Load:", load);
@@ -537,8 +543,8 @@ static const char create_help[] =
 	"ENDPOINT is the coordinator of a remote builder: tcp://HOST:PORT.\n"
 	"\n"
 	"Driver options:\n"
-	"  local:   cpuset-cpus=LIST   CPUs the node's worker may use (e.g. 0-3)\n"
-	"           memory=SIZE        memory limit of the node (e.g. 4g)\n"
+	"  local:   cpuset-cpus=LIST   CPUs the node's worker and steps may use (e.g. 0-3, 0,2)\n"
+	"           memory=SIZE        memory limit of the node (e.g. 512m, 4g; needs cgroup v2)\n"
 	"  remote:  cacert=FILE        the coordinator's public certificate\n"
 	"           key=FILE           this client's certificate (created if missing;\n"
 	"                              default $KILN_CONFIG/keys/client.cert)\n";
@@ -671,6 +677,43 @@ prepare_remote_opts(const char *name, const char *driver, const char *endpoint,
 	return 0;
 }
 
+/* A local node runs here, so CPUs this machine does not give us are an
+ * error now rather than a worker that dies at its first start (docker's
+ * words, as buildx's docker-container driver would report them). Syntax
+ * errors are config_create()'s. */
+static int
+check_local_cpus(const char *name, const char *driver, const char *endpoint,
+		 char *const *opts, size_t n_opts, struct kiln_err *err)
+{
+	_cleanup_(builder_freep) struct builder *old = NULL;
+	char have[RESOURCES_CPUS_STR_SIZE];
+	cpu_set_t avail, cpus, both;
+	bool local;
+
+	if (driver)
+		local = strcmp(driver, "local") == 0;
+	else if (name && config_load(name, &old, NULL) == 0)
+		local = strcmp(old->driver, "local") == 0;
+	else
+		local = endpoint == NULL;
+	if (!local || sched_getaffinity(0, sizeof(avail), &avail) < 0)
+		return 0;
+	for (size_t i = 0; i < n_opts; i++) {
+		const char *val = opts[i] + strlen("cpuset-cpus=");
+
+		if (!kiln_startswith(opts[i], "cpuset-cpus=") || resources_parse_cpus(val, &cpus, NULL) < 0)
+			continue;
+		CPU_AND(&both, &cpus, &avail);
+		if (CPU_EQUAL(&both, &cpus))
+			continue;
+		(void) resources_fmt_cpus(&avail, have, sizeof(have));
+		return kiln_err_set(err, EINVAL,
+				    "driver-opt cpuset-cpus: requested CPUs are not available - requested %s, available: %s",
+				    val, have);
+	}
+	return 0;
+}
+
 static int
 cmd_create(int argc, char **argv)
 {
@@ -770,6 +813,8 @@ cmd_create(int argc, char **argv)
 	o.platforms = platforms;
 
 	r = prepare_remote_opts(o.name, o.driver, o.endpoint, opts, &n_opts, &e);
+	if (r == 0)
+		r = check_local_cpus(o.name, o.driver, o.endpoint, opts, n_opts, &e);
 	if (r < 0)
 		goto out_error;
 	o.driver_opts = (const char *const *) opts;

@@ -28,6 +28,7 @@
 #include "cleanup.h"
 #include "err.h"
 #include "platform.h"
+#include "resources.h"
 #include "util.h"
 #include "config.h"
 
@@ -790,19 +791,26 @@ opt_spec_find(const char *driver, const char *key)
 	return NULL;
 }
 
-static bool
-opt_value_valid(const char *key, const char *val)
+/* Values are checked here, at create, as buildx checks its driver opts:
+ * a node whose limits cannot be read must not wait for its first start to
+ * say so. Whether the CPUs exist is the machine's business (the worker's
+ * start, or `builder create` for the local driver). */
+static int
+opt_value_check(const char *key, const char *val, struct kiln_err *err)
 {
-	if (strcmp(key, "cpuset-cpus") == 0)
-		return val[0] && strspn(val, "0123456789,-") == strlen(val);
-	if (strcmp(key, "memory") == 0) {
-		/* docker's syntax: a number with an optional b/k/m/g suffix. */
-		size_t digits = strspn(val, "0123456789");
+	cpu_set_t cpus;
+	uint64_t bytes;
+	int r = 0;
 
-		return digits > 0 && (val[digits] == '\0' ||
-				      (strchr("bBkKmMgG", val[digits]) && val[digits + 1] == '\0'));
-	}
-	return val[0] != '\0';
+	if (strcmp(key, "cpuset-cpus") == 0)
+		r = resources_parse_cpus(val, &cpus, err);
+	else if (strcmp(key, "memory") == 0)
+		r = resources_parse_memory(val, &bytes, err);
+	else if (!val[0])
+		r = kiln_err_set(err, EINVAL, "empty value");
+	if (r < 0)
+		return kiln_err_wrap(err, "driver-opt %s", key);
+	return 0;
 }
 
 static bool
@@ -942,9 +950,9 @@ config_create(const struct builder_create_opts *o, struct builder **ret_b, struc
 		if (!spec)
 			return kiln_err_set(err, EINVAL, "invalid driver option \"%s\" for %s driver",
 					    key, b->driver);
-		if (!opt_value_valid(key, eq + 1))
-			return kiln_err_set(err, EINVAL, "invalid value \"%s\" for driver option \"%s\"",
-					    eq + 1, key);
+		r = opt_value_check(key, eq + 1, err);
+		if (r < 0)
+			return r;
 		r = spec->per_node ? opts_set(&node_opts.v, &node_opts.n, key, eq + 1) :
 				     opts_set(&b->opts, &b->n_opts, key, eq + 1);
 		if (r < 0)

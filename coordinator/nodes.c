@@ -148,12 +148,25 @@ nodes_register(struct nodes *ns, const struct peer *from, const struct proto_msg
 	memcpy(n->emulated, tmp.emulated, sizeof(n->emulated));
 	n->n_emulated = tmp.n_emulated;
 	snprintf(n->name, sizeof(n->name), "%s", tmp.name);
-	n->capacity = cap ? (unsigned) cap : 1;
+	if (cap == 0)
+		cap = 1;
+	if (cap > NODE_CAPACITY_MAX) {
+		log_warn("node '%s' claims capacity %" PRIu64 ", using %d", n->name, cap,
+			 NODE_CAPACITY_MAX);
+		cap = NODE_CAPACITY_MAX;
+	}
+	n->capacity = (unsigned) cap;
 	n->load = (unsigned) load;
 	n->last_seen_ms = kiln_now_ms();
 	n->status = NODE_READY;
 	*ret = n;
 	return 0;
+}
+
+unsigned
+node_capacity(const struct node *n)
+{
+	return n->capacity ? n->capacity : 1;
 }
 
 struct node *

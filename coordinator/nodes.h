@@ -18,6 +18,8 @@ struct proto_msg;
 struct proto_writer;
 
 #define NODE_MAX_PLATFORMS 16
+/* The most concurrent steps a node may claim; more is read as this. */
+#define NODE_CAPACITY_MAX  4096
 
 /* Where a message goes: a ROUTER socket and the peer's routing id. */
 struct peer {
@@ -35,9 +37,7 @@ struct node {
 	size_t n_native;
 	struct platform emulated[NODE_MAX_PLATFORMS];
 	size_t n_emulated;
-	unsigned capacity;
-	char blob_endpoint[256];      /* where peers fetch its blobs; "" = nowhere */
-	char blob_key[48];            /* its Curve public key (Z85) for tcp:// */
+	unsigned capacity;            /* steps it runs at once, 1..NODE_CAPACITY_MAX */
 	unsigned load;                /* reported by the node */
 	unsigned assigned;            /* jobs this coordinator gave it (bounded by capacity) */
 	int64_t last_seen_ms;
@@ -58,7 +58,12 @@ int peer_send(const struct peer *p, struct proto_writer *w);
 /* Send an already encoded payload (borrowed) unchanged. */
 int peer_forward(const struct peer *p, zframe_t *payload);
 
-/* "worker.register": add or revive the node named in m, at peer. */
+/* The steps n runs at once, as it said when it registered ("capacity";
+ * by default the number of CPUs its worker may use): at least 1. */
+unsigned node_capacity(const struct node *n);
+
+/* "worker.register": add or revive the node named in m, at peer. A
+ * missing or zero capacity is read as 1. */
 int nodes_register(struct nodes *ns, const struct peer *from, const struct proto_msg *m,
 		   struct node **ret, struct kiln_err *err);
 /* "worker.hb": NULL when the peer is not a registered, live node. */

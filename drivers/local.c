@@ -47,7 +47,7 @@
 #define STOP_TIMEOUT_MS   10000
 #define PIDFILE_MAX       64
 #define CMDLINE_MAX       (64u << 10)
-#define MAX_ARGS          16
+#define MAX_ARGS          24
 
 struct local_paths {
 	char state[PATH_MAX];
@@ -341,6 +341,7 @@ start_worker(const struct local_paths *p, const struct builder *b, const struct 
 	_cleanup_free_ char *exe = resolve_exe("kiln-worker");
 	_cleanup_free_ char *plats = NULL;
 	const char *cpuset = builder_opt(b, n, "cpuset-cpus");
+	const char *memory = builder_opt(b, n, "memory");
 	char *argv[MAX_ARGS];
 	size_t argc = 0;
 	int r;
@@ -372,9 +373,16 @@ start_worker(const struct local_paths *p, const struct builder *b, const struct 
 		argv[argc++] = "--platform";
 		argv[argc++] = plats;
 	}
+	/* The worker confines itself (and so every step it runs): the
+	 * same flags serve a worker someone starts by hand on another
+	 * machine. */
 	if (cpuset) {
 		argv[argc++] = "--cpuset-cpus";
 		argv[argc++] = (char *) cpuset;
+	}
+	if (memory) {
+		argv[argc++] = "--memory";
+		argv[argc++] = (char *) memory;
 	}
 	argv[argc] = NULL;
 	(void) unlink(np->pid);

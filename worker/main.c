@@ -23,6 +23,7 @@
 
 #include "cas.h"
 #include "cleanup.h"
+#include "confine.h"
 #include "curve.h"
 #include "digest.h"
 #include "err.h"
@@ -35,12 +36,14 @@
 #include "proto.h"
 #include "qemu.h"
 #include "registry.h"
+#include "resources.h"
 #include "util.h"
 #include "xfer.h"
 
 #define JOB_OUT_EP "inproc://kiln-job-out"
 #define MAX_PLATFORMS 16
 #define CTX_BLOB_MAX (8ull << 30)
+#define CAPACITY_MAX 4096
 
 struct wjob {
 	struct wjob *next;
@@ -92,6 +95,44 @@ struct worker {
 };
 
 static volatile sig_atomic_t stop_requested;
+/* The cgroup confine_apply() made, left and removed at exit (whichever
+ * return from main that is). */
+static struct confine *confinement;
+
+static void
+release_confinement(void)
+{
+	confine_free(STEAL_PTR(confinement));
+}
+
+/* --cpuset-cpus and --memory: affinity and a cgroup, before any thread
+ * exists, so that every thread and child inherits them. */
+static int
+confine_worker(const char *name, const char *cpus_arg, const char *memory_arg,
+	       struct kiln_err *err)
+{
+	struct confine_opts co = { .name = name, .cpus_arg = cpus_arg, .memory_arg = memory_arg };
+	cpu_set_t cpus;
+	int r;
+
+	if (cpus_arg) {
+		r = resources_parse_cpus(cpus_arg, &cpus, err);
+		if (r < 0)
+			return kiln_err_wrap(err, "--cpuset-cpus");
+		co.cpus = &cpus;
+	}
+	if (memory_arg) {
+		r = resources_parse_memory(memory_arg, &co.memory, err);
+		if (r < 0)
+			return kiln_err_wrap(err, "--memory");
+	}
+	r = confine_apply(&co, &confinement, err);
+	if (r < 0)
+		return r;
+	if (confinement)
+		(void) atexit(release_confinement);
+	return 0;
+}
 
 static void
 on_signal(int sig)
@@ -115,8 +156,10 @@ usage(FILE *f)
 		"  --name NAME          node name (default: hostname)\n"
 		"  --state DIR          state directory (blob store, layers) (default: ./kiln-worker-state)\n"
 		"  --platform P,...     platforms to serve (default: native + emulated from binfmt_misc)\n"
-		"  --capacity N         concurrent steps (default: number of CPUs)\n"
-		"  --cpuset-cpus LIST   confine steps to these CPUs\n"
+		"  --capacity N         concurrent steps (default: number of CPUs it may use)\n"
+		"  --cpuset-cpus LIST   confine the worker and its steps to these CPUs (0-3, 0,2)\n"
+		"  --memory SIZE        memory limit of the worker and its steps (512m, 2g; needs\n"
+		"                       cgroup v2 at " CONFINE_CGROUP_ROOT ")\n"
 		"  --server-key FILE    coordinator's public certificate (tcp:// only)\n"
 		"  --key FILE           this worker's certificate, created if missing (tcp:// only)\n"
 		"  --heartbeat MS       heartbeat interval (default: 1000)\n"
@@ -923,6 +966,7 @@ main(int argc, char **argv)
 		{ "platform", required_argument, NULL, 'p' },
 		{ "capacity", required_argument, NULL, 'C' },
 		{ "cpuset-cpus", required_argument, NULL, 'U' },
+		{ "memory", required_argument, NULL, 'M' },
 		{ "server-key", required_argument, NULL, 'S' },
 		{ "key", required_argument, NULL, 'k' },
 		{ "heartbeat", required_argument, NULL, 'H' },
@@ -934,6 +978,7 @@ main(int argc, char **argv)
 	};
 	const char *endpoint = NULL, *platforms = NULL, *server_key = NULL, *key = NULL;
 	const char *pidfile = NULL, *binfmt_dir = QEMU_BINFMT_DIR;
+	const char *capacity = NULL, *memory = NULL;
 	bool install_emulators = false;
 	struct worker w = { 0 };
 	struct kiln_err err = { 0 };
@@ -947,15 +992,15 @@ main(int argc, char **argv)
 
 	kiln_log_init("kiln-worker");
 	w.state = "kiln-worker-state";
-	w.capacity = (unsigned) sysconf(_SC_NPROCESSORS_ONLN);
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': endpoint = optarg; break;
 		case 'n': w.name = optarg; break;
 		case 's': w.state = optarg; break;
 		case 'p': platforms = optarg; break;
-		case 'C': w.capacity = (unsigned) strtoul(optarg, NULL, 10); break;
+		case 'C': capacity = optarg; break;
 		case 'U': w.cpuset = optarg; break;
+		case 'M': memory = optarg; break;
 		case 'S': server_key = optarg; break;
 		case 'k': key = optarg; break;
 		case 'H': hb_ms = strtoll(optarg, NULL, 10); break;
@@ -969,6 +1014,20 @@ main(int argc, char **argv)
 	if ((!endpoint && !install_emulators) || optind != argc) {
 		usage(stderr);
 		return 2;
+	}
+	if (capacity) {
+		char *end;
+		unsigned long v;
+
+		errno = 0;
+		v = strtoul(capacity, &end, 10);
+		if (errno || end == capacity || *end || capacity[0] < '0' || capacity[0] > '9' ||
+		    v == 0 || v > CAPACITY_MAX) {
+			log_error("--capacity: invalid value '%s': expected a number of steps from 1 to %d",
+				  capacity, CAPACITY_MAX);
+			return 2;
+		}
+		w.capacity = (unsigned) v;
 	}
 	if (install_emulators) {
 		/* Before the platforms are detected, so that a node started
@@ -984,8 +1043,13 @@ main(int argc, char **argv)
 		(void) gethostname(host, sizeof(host) - 1);
 		w.name = host;
 	}
+	r = confine_worker(w.name, w.cpuset, memory, &err);
+	if (r < 0)
+		return log_error_err(&err, "node '%s'", w.name), 1;
+	/* A node stands for a machine of the size it is given: by default it
+	 * runs as many steps at once as it has CPUs. */
 	if (w.capacity == 0)
-		w.capacity = 1;
+		w.capacity = confine_cpu_count();
 	if (hb_ms < 50)
 		hb_ms = 50;
 	r = setup_platforms(&w, platforms, &err);

@@ -291,6 +291,92 @@ create_refuses_bad_input(void **state)
 	assert_int_equal(config_load("ok", &(struct builder *) { NULL }, &err), -ENOENT);
 }
 
+/* cpuset-cpus and memory are read at create with docker's rules; a bad one
+ * names the option and says what is wrong, and nothing is written. */
+static void
+local_opt_values_checked(void **state)
+{
+	static const struct {
+		const char *opt;
+		const char *msg;
+	} bad[] = {
+		{ "cpuset-cpus=", "driver-opt cpuset-cpus: empty CPU list: expected CPU numbers and ranges such as 0, 0-3 or 0,2" },
+		{ "cpuset-cpus=1-0", "driver-opt cpuset-cpus: invalid CPU list \"1-0\": range 1-0 ends before it starts" },
+		{ "cpuset-cpus=0,,1", "driver-opt cpuset-cpus: invalid CPU list \"0,,1\": expected CPU numbers and ranges such as 0, 0-3 or 0,2" },
+		{ "cpuset-cpus=all", "driver-opt cpuset-cpus: invalid CPU list \"all\": expected CPU numbers and ranges such as 0, 0-3 or 0,2" },
+		{ "cpuset-cpus=4096", "driver-opt cpuset-cpus: invalid CPU list \"4096\": CPU 4096 is out of range (at most 1023)" },
+		{ "memory=lots", "driver-opt memory: invalid size \"lots\": expected bytes or a number with a unit b, k, m, g, t or p (e.g. 512m, 2g)" },
+		{ "memory=512q", "driver-opt memory: invalid size \"512q\": expected bytes or a number with a unit b, k, m, g, t or p (e.g. 512m, 2g)" },
+		{ "memory=", "driver-opt memory: invalid size \"\": expected bytes or a number with a unit b, k, m, g, t or p (e.g. 512m, 2g)" },
+		{ "memory=1m", "driver-opt memory: memory \"1m\" is below the minimum of 6MB a node can run in" },
+		{ "memory=9000p", "driver-opt memory: invalid size \"9000p\": too large" },
+	};
+	static const char *const good[] = {
+		"cpuset-cpus=0", "cpuset-cpus=0-1", "cpuset-cpus=0,2", "cpuset-cpus=0-1,4",
+		"memory=512m", "memory=2g", "memory=1.5GiB", "memory=67108864", "memory=64MB",
+	};
+	struct builder_create_opts o = { .name = "v", .node = "n" };
+	struct kiln_err err = { 0 };
+	struct builder *b;
+
+	(void) state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		o.driver_opts = &bad[i].opt;
+		o.n_driver_opts = 1;
+		kiln_err_clear(&err);
+		assert_true(create_err(&o, &err) < 0);
+		assert_string_equal(err.msg, bad[i].msg);
+		assert_int_equal(config_load("v", &(struct builder *) { NULL }, &err), -ENOENT);
+	}
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		o.driver_opts = &good[i];
+		o.n_driver_opts = 1;
+		o.append = i > 0;
+		b = create_ok(&o);
+		/* stored as written: inspect shows what the user gave */
+		assert_string_equal(builder_opt(b, &b->nodes[0], good[i][0] == 'c' ? "cpuset-cpus" : "memory"),
+				    strchr(good[i], '=') + 1);
+		builder_free(b);
+	}
+}
+
+/* Two nodes of one local builder, each with its own CPUs and memory:
+ * changing or adding one never touches the other's. */
+static void
+nodes_keep_their_own_opts(void **state)
+{
+	const char *n0[] = { "cpuset-cpus=0", "memory=512m" };
+	const char *n1[] = { "cpuset-cpus=1" };
+	const char *n1b[] = { "cpuset-cpus=1", "memory=1g" };
+	struct builder_create_opts o = { .name = "pin", .node = "n0", .driver_opts = n0,
+					 .n_driver_opts = 2 };
+	struct kiln_err err = { 0 };
+	struct builder *b;
+
+	(void) state;
+	builder_free(create_ok(&o));
+	o = (struct builder_create_opts) { .name = "pin", .append = true, .node = "n1",
+					   .driver_opts = n1, .n_driver_opts = 1 };
+	builder_free(create_ok(&o));
+	o.driver_opts = n1b;
+	o.n_driver_opts = 2;
+	builder_free(create_ok(&o));
+	/* an --append without opts (a third node) inherits nothing */
+	o = (struct builder_create_opts) { .name = "pin", .append = true, .node = "n2" };
+	builder_free(create_ok(&o));
+
+	assert_int_equal(config_load("pin", &b, &err), 0);
+	assert_int_equal(b->n_nodes, 3);
+	assert_int_equal(b->n_opts, 0);
+	assert_string_equal(builder_opt(b, &b->nodes[0], "cpuset-cpus"), "0");
+	assert_string_equal(builder_opt(b, &b->nodes[0], "memory"), "512m");
+	assert_string_equal(builder_opt(b, &b->nodes[1], "cpuset-cpus"), "1");
+	assert_string_equal(builder_opt(b, &b->nodes[1], "memory"), "1g");
+	assert_null(builder_opt(b, &b->nodes[2], "cpuset-cpus"));
+	assert_null(builder_opt(b, &b->nodes[2], "memory"));
+	builder_free(b);
+}
+
 static void
 remote_rules(void **state)
 {
@@ -528,6 +614,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(append_adds_then_replaces_node, setup, teardown),
 		cmocka_unit_test_setup_teardown(leave_removes_node, setup, teardown),
 		cmocka_unit_test_setup_teardown(create_refuses_bad_input, setup, teardown),
+		cmocka_unit_test_setup_teardown(local_opt_values_checked, setup, teardown),
+		cmocka_unit_test_setup_teardown(nodes_keep_their_own_opts, setup, teardown),
 		cmocka_unit_test_setup_teardown(remote_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(use_and_resolution_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(rm_removes_and_clears_current, setup, teardown),
