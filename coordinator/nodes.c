@@ -106,6 +106,31 @@ read_platforms(const struct proto_msg *m, const char *key, struct platform *out,
 	return 0;
 }
 
+/* Optional (older workers send neither); a bad value only costs the node
+ * its blob server, not its registration. */
+static void
+read_blob_server(const struct proto_msg *m, struct node *n)
+{
+	const char *ep = NULL, *key = NULL;
+	size_t ep_len = 0, key_len = 0;
+
+	n->blob_endpoint[0] = n->blob_key[0] = '\0';
+	if (proto_msg_strn(m, "blob_endpoint", &ep, &ep_len) < 0 || ep_len == 0)
+		return;
+	(void) proto_msg_strn(m, "blob_key", &key, &key_len);
+	if (ep_len >= sizeof(n->blob_endpoint) || memchr(ep, '\0', ep_len) ||
+	    (key_len != 0 && key_len != sizeof(n->blob_key) - 1) || (key && memchr(key, '\0', key_len))) {
+		log_warn("node '%s' sent a bad blob_endpoint or blob_key, ignoring", n->name);
+		return;
+	}
+	memcpy(n->blob_endpoint, ep, ep_len);
+	n->blob_endpoint[ep_len] = '\0';
+	if (key_len) {
+		memcpy(n->blob_key, key, key_len);
+		n->blob_key[key_len] = '\0';
+	}
+}
+
 int
 nodes_register(struct nodes *ns, const struct peer *from, const struct proto_msg *m,
 	       struct node **ret, struct kiln_err *err)
@@ -159,6 +184,7 @@ nodes_register(struct nodes *ns, const struct peer *from, const struct proto_msg
 	n->load = (unsigned) load;
 	n->last_seen_ms = kiln_now_ms();
 	n->status = NODE_READY;
+	read_blob_server(m, n);
 	*ret = n;
 	return 0;
 }

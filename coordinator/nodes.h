@@ -42,6 +42,8 @@ struct node {
 	unsigned assigned;            /* jobs this coordinator gave it (bounded by capacity) */
 	int64_t last_seen_ms;
 	enum node_status status;
+	char blob_endpoint[256];      /* where peers fetch its blobs; "" if it serves none */
+	char blob_key[41];            /* that server's Z85 public key; "" on ipc:// */
 };
 
 struct nodes;

@@ -32,6 +32,7 @@
 #include "layer.h"
 #include "log.h"
 #include "oci.h"
+#include "peer.h"
 #include "platform.h"
 #include "proto.h"
 #include "qemu.h"
@@ -92,6 +93,8 @@ struct worker {
 	unsigned capacity;
 	struct wjob *jobs;
 	struct wrx *rxs;
+	struct peer_server *blobs;     /* NULL: not serving blobs to peers */
+	struct peer_fetcher *fetch;
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -162,6 +165,9 @@ usage(FILE *f)
 		"                       cgroup v2 at " CONFINE_CGROUP_ROOT ")\n"
 		"  --server-key FILE    coordinator's public certificate (tcp:// only)\n"
 		"  --key FILE           this worker's certificate, created if missing (tcp:// only)\n"
+		"  --blob-listen EP     serve blobs to peers here (default: ipc:// in the state dir\n"
+		"                       for an ipc:// coordinator, tcp://127.0.0.1:0 for tcp://)\n"
+		"  --peer-allow DIR     public certs of the nodes that may fetch blobs (tcp:// only)\n"
 		"  --heartbeat MS       heartbeat interval (default: 1000)\n"
 		"  --pidfile FILE       write the process id here\n"
 		"  --install-emulators  register qemu-user-static's emulators in binfmt_misc\n"
@@ -274,6 +280,8 @@ send_register(struct worker *w)
 	pack_platforms(&pw, "emulated", w->emulated, w->n_emulated);
 	proto_w_u64(&pw, "capacity", w->capacity);
 	proto_w_u64(&pw, "load", running_jobs(w));
+	proto_w_str(&pw, "blob_endpoint", w->blobs ? peer_server_endpoint(w->blobs) : "");
+	proto_w_str(&pw, "blob_key", w->blobs ? peer_server_key(w->blobs) : "");
 	(void) proto_send(w->sock, NULL, &pw);
 	proto_writer_release(&pw);
 }
@@ -879,6 +887,8 @@ handle_coordinator(struct worker *w)
 		r = on_job_run(w, m, build, &err);
 	} else if (strcmp(t, "job.export") == 0) {
 		r = on_job_export(w, m, build, &err);
+	} else if (strcmp(t, "blob.fetch") == 0) {
+		r = peer_fetcher_submit(w->fetch, m, &err);
 	} else if (strcmp(t, "job.cancel") == 0) {
 		struct wjob *j = job_find(w, build, false);
 
@@ -956,6 +966,57 @@ handle_job_output(struct worker *w)
 	proto_msg_free(m);
 }
 
+/* A blob.fetch.done from the fetch thread, passed on as it is. */
+static void
+forward_fetch_done(struct worker *w)
+{
+	zmsg_t *msg = zmsg_recv(peer_fetcher_sock(w->fetch));
+
+	if (msg)
+		(void) zmsg_send(&msg, w->sock);
+	zmsg_destroy(&msg);
+}
+
+/* The blob server for peers and the fetcher, each on its own thread (see
+ * peer.h). On tcp:// the server needs the allow-list: without --peer-allow
+ * a node serves no blobs (and says so) unless --blob-listen asked for it,
+ * which is then an error. */
+static int
+start_blob_service(struct worker *w, const char *coordinator, const char *listen, const char *allow,
+		   const char *key, struct kiln_err *err)
+{
+	struct peer_server_opts so = { .endpoint = listen, .key = key, .allow_dir = allow };
+	struct peer_fetcher_opts fo = { .key = key };
+	char ep[PEER_ENDPOINT_MAX];
+	int r;
+
+	if (!listen) {
+		r = peer_default_endpoint(coordinator, w->state, ep, sizeof(ep), err);
+		if (r < 0)
+			return r;
+		so.endpoint = ep;
+	}
+	if (key) {
+		r = curve_ensure_cert(key, err);
+		if (r < 0)
+			return r;
+	}
+	if (kiln_startswith(so.endpoint, "tcp://") && !allow && !listen) {
+		log_warn("not serving blobs to peers: tcp:// needs --peer-allow DIR");
+	} else {
+		r = peer_server_start(w->cas, &so, &w->blobs, err);
+		if (r < 0)
+			return r;
+		log_info("serving blobs to peers on %s", peer_server_endpoint(w->blobs));
+	}
+	r = peer_fetcher_new(w->cas, &fo, &w->fetch, err);
+	if (r < 0) {
+		peer_server_free(w->blobs);
+		w->blobs = NULL;
+	}
+	return r;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -971,6 +1032,8 @@ main(int argc, char **argv)
 		{ "key", required_argument, NULL, 'k' },
 		{ "heartbeat", required_argument, NULL, 'H' },
 		{ "pidfile", required_argument, NULL, 'P' },
+		{ "blob-listen", required_argument, NULL, 'L' },
+		{ "peer-allow", required_argument, NULL, 'A' },
 		{ "install-emulators", no_argument, NULL, 'E' },
 		{ "binfmt-dir", required_argument, NULL, 'B' },
 		{ "help", no_argument, NULL, 'h' },
@@ -979,6 +1042,7 @@ main(int argc, char **argv)
 	const char *endpoint = NULL, *platforms = NULL, *server_key = NULL, *key = NULL;
 	const char *pidfile = NULL, *binfmt_dir = QEMU_BINFMT_DIR;
 	const char *capacity = NULL, *memory = NULL;
+	const char *blob_listen = NULL, *peer_allow = NULL;
 	bool install_emulators = false;
 	struct worker w = { 0 };
 	struct kiln_err err = { 0 };
@@ -1005,6 +1069,8 @@ main(int argc, char **argv)
 		case 'k': key = optarg; break;
 		case 'H': hb_ms = strtoll(optarg, NULL, 10); break;
 		case 'P': pidfile = optarg; break;
+		case 'L': blob_listen = optarg; break;
+		case 'A': peer_allow = optarg; break;
 		case 'E': install_emulators = true; break;
 		case 'B': binfmt_dir = optarg; break;
 		case 'h': usage(stdout); return 0;
@@ -1116,8 +1182,18 @@ main(int argc, char **argv)
 			zsock_wait(monitor);
 		}
 	}
+	/* Returning from main with an actor still running aborts in czmq's
+	 * shutdown: stop them on the way out. */
+	r = start_blob_service(&w, endpoint, blob_listen, peer_allow, key, &err);
+	if (r < 0) {
+		zactor_destroy(&monitor);
+		return log_error_err(&err, "blob service"), 1;
+	}
 	if (zsock_connect(w.sock, "%s", endpoint) < 0) {
 		log_error("cannot connect to '%s'", endpoint);
+		peer_fetcher_free(w.fetch);
+		peer_server_free(w.blobs);
+		zactor_destroy(&monitor);
 		return 1;
 	}
 	send_register(&w);
@@ -1126,6 +1202,7 @@ main(int argc, char **argv)
 	poller = zpoller_new(w.sock, w.jobs_in, NULL);
 	if (monitor)
 		zpoller_add(poller, monitor);
+	zpoller_add(poller, peer_fetcher_sock(w.fetch));
 	while (!stop_requested) {
 		int64_t now = kiln_now_ms();
 		void *which = zpoller_wait(poller, (int) (next_hb > now ? next_hb - now : 0));
@@ -1134,6 +1211,8 @@ main(int argc, char **argv)
 			handle_coordinator(&w);
 		else if (which == w.jobs_in)
 			handle_job_output(&w);
+		else if (which == peer_fetcher_sock(w.fetch))
+			forward_fetch_done(&w);
 		else if (monitor && which == monitor) {
 			zmsg_t *ev = zmsg_recv(monitor);
 			char *name = ev ? zmsg_popstr(ev) : NULL;
@@ -1160,6 +1239,8 @@ main(int argc, char **argv)
 		job_drop(&w, w.jobs);
 	while (w.rxs)
 		rx_drop(&w, w.rxs);
+	peer_fetcher_free(w.fetch);
+	peer_server_free(w.blobs);
 	zsock_destroy(&w.jobs_in);
 	zsock_destroy(&w.sock);
 	registry_free(w.reg);
