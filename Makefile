@@ -27,6 +27,7 @@ WORKER_OBJ = worker/main.o worker/job.o worker/snapshot.o worker/export.o worker
              worker/confine.o worker/peer.o worker/peer-fetch.o
 RUN_OBJ    = worker/kiln-run.o
 CLI_OBJ    = cli/main.o cli/config.o cli/builder.o cli/build.o cli/context.o cli/conn.o cli/progress.o cli/secret.o \
+             cli/imagetools.o cli/imagetools-inspect.o \
              cli/debug.o coordinator/dockerfile.o coordinator/shell.o \
              drivers/driver.o drivers/local.o drivers/remote.o
 

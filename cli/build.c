@@ -170,7 +170,7 @@ usage(FILE *f)
 		"      --platform P[,P...]      target platforms (default: this machine's); several\n"
 		"                               make one image per platform and an index of them\n"
 		"      --print METHOD           same as --call\n"
-		"      --progress MODE          auto, plain, tty or quiet (default: auto)\n"
+		"      --progress MODE          auto, plain, tty, quiet or rawjson (default: auto)\n"
 		"      --secret id=ID[,src=FILE|,env=VAR][,type=file|env]\n"
 		"                               a secret for RUN --mount=type=secret (default: the\n"
 		"                               variable ID when it is set, else the file ID)\n"
@@ -199,7 +199,7 @@ graph_usage(FILE *f)
 		"                               an image from an OCI layout, used by FROM NAME\n"
 		"  -f, --file FILE              name of the Dockerfile (default: PATH/Dockerfile)\n"
 		"      --platform P             target platform (default: this machine's)\n"
-		"      --progress MODE          auto, plain, tty or quiet (default: auto)\n"
+		"      --progress MODE          auto, plain, tty, quiet or rawjson (default: auto)\n"
 		"      --target STAGE           plan this stage\n"
 		"      --builder NAME           use this builder instead of the current one\n"
 		"  -h, --help                   show this help\n"
@@ -826,13 +826,12 @@ on_progress(struct session *s, const struct proto_msg *m, struct kiln_err *err)
 
 		(void) proto_msg_bool(m, "emulated", &emulated);
 		s->step_v[step] = progress_start(s->pr, name ? name : "");
+		if (node)
+			progress_node(s->pr, s->step_v[step], node, emulated);
 		free(s->step_names[step]);
 		s->step_names[step] = STEAL_PTR(name);
 		if (strcmp(status, "cached") == 0)
 			progress_cached(s->pr, s->step_v[step]);
-		else if (node)
-			progress_status(s->pr, s->step_v[step], "on node %s%s", node,
-					emulated ? " (emulated)" : "");
 	} else if (strcmp(status, "log") == 0) {
 		const void *data;
 		size_t len;
@@ -840,7 +839,13 @@ on_progress(struct session *s, const struct proto_msg *m, struct kiln_err *err)
 		if (proto_msg_bin(m, "data", &data, &len) == 0)
 			progress_log(s->pr, s->step_v[step], data, len);
 	} else if (strcmp(status, "done") == 0) {
-		progress_done(s->pr, s->step_v[step], NULL);
+		bool cached = false;
+
+		(void) proto_msg_bool(m, "cached", &cached);
+		if (cached)
+			progress_cached(s->pr, s->step_v[step]);
+		else
+			progress_done(s->pr, s->step_v[step], NULL);
 	}
 	return 0;
 }
@@ -1025,7 +1030,7 @@ print_failure(struct session *s, const char *msg)
 			failed = i;
 	if (failed < s->n_steps && s->step_v[failed]) {
 		progress_done(s->pr, s->step_v[failed], nl ? strndupa(msg, (size_t) (nl - msg)) : msg);
-		if (nl)
+		if (nl && !progress_is_json(s->pr))
 			fprintf(stderr, "------\n > %s:\n%s\n------\n", s->step_names[failed] ?
 				s->step_names[failed] : "", nl + 1);
 	}
@@ -1367,7 +1372,7 @@ run(int argc, char **argv, struct builder *b, bool graph)
 	}
 	s.pr = progress_new(o.progress, stderr);
 	if (!s.pr) {
-		kiln_err_set(&err, EINVAL, "invalid progress mode '%s' (auto, plain, tty, quiet)", o.progress);
+		kiln_err_set(&err, EINVAL, "invalid progress mode '%s' (auto, plain, tty, quiet, rawjson)", o.progress);
 		goto fail;
 	}
 	df_path = o.file ? strdup(o.file) : kiln_strdupf("%s/Dockerfile", o.path);
@@ -1375,7 +1380,9 @@ run(int argc, char **argv, struct builder *b, bool graph)
 		kiln_err_set(&err, ENOMEM, "out of memory");
 		goto fail;
 	}
-	fprintf(stderr, "#0 building with \"%s\" instance using %s driver\n\n", b->name, b->driver);
+	if (!progress_is_json(s.pr))
+		fprintf(stderr, "#0 building with \"%s\" instance using %s driver\n\n", b->name,
+			b->driver);
 	v = progress_start(s.pr, "[internal] load build definition from Dockerfile");
 	r = kiln_read_file_at(AT_FDCWD, df_path, 4u << 20, &dockerfile, &df_len);
 	if (r < 0) {

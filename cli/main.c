@@ -21,6 +21,7 @@
 #include "builder.h"
 #include "config.h"
 #include "debug.h"
+#include "imagetools.h"
 
 #ifndef KILN_VERSION
 #define KILN_VERSION "0.1.0-dev"
@@ -35,6 +36,7 @@ static const char usage[] =
 	"  build       Start a build\n"
 	"  builder     Manage builder instances (create, inspect, ls, rm, stop, use)\n"
 	"  debug       Look at how kiln reads a build (ast, graph)\n"
+	"  imagetools  Commands to work on images in registry (create, inspect)\n"
 	"  version     Show the kiln version\n"
 	"\n"
 	"Builder commands, as in buildx:\n"
@@ -192,6 +194,8 @@ main(int argc, char **argv)
 			rc = run_build(n - 1, sub + 2, flag, build_graph_main);
 		else
 			rc = debug_main(n, sub + 1);
+	} else if (strcmp(sub[1], "imagetools") == 0) {
+		rc = imagetools_main(n, sub + 1);
 	} else if (strcmp(sub[1], "builder") == 0) {
 		rc = builder_main(n, sub + 1, flag);
 	} else if (is_builder_alias(sub[1])) {

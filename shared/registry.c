@@ -1152,6 +1152,49 @@ upload(struct registry *reg, const struct endpoint *ep, char **session, const st
 	return r;
 }
 
+/* Open an upload session on ep's repository, or, when mount_from is set,
+ * ask for a cross-repository mount of d from there: 201 is a mount, 202 a
+ * session. 1 when mounted; 0 with *ret_session (owned) the session URL. */
+static int
+open_upload(struct registry *reg, const struct endpoint *ep, const struct digest *d,
+	    const char *mount_from, const char *scope, char **ret_session, struct kiln_err *err)
+{
+	char ds[DIGEST_STR_SIZE];
+	struct xfer x;
+	int r;
+
+	digest_fmt(d, ds);
+	if (mount_from) {
+		_cleanup_free_ char *u = kiln_strdupf("%s/blobs/uploads/", ep->repo_url);
+		_cleanup_free_ char *u2 = u ? reg_url_add_query(u, "mount", ds) : NULL;
+
+		reg_xfer_init(&x, reg, ep, "POST", u2 ? reg_url_add_query(u2, "from", mount_from) : NULL);
+	} else {
+		reg_xfer_init(&x, reg, ep, "POST", kiln_strdupf("%s/blobs/uploads/", ep->repo_url));
+	}
+	if (!x.url)
+		return kiln_err_set(err, ENOMEM, "push");
+	x.scope = scope;
+	r = reg_run_one(reg, &x, err);
+	if (r == 0 && mount_from && x.status == 201) {
+		r = check_dcd(&x, d, err);
+		reg_xfer_release(&x);
+		if (r < 0)
+			return r;
+		stat_add(&reg->stats.blobs_mounted, 1);
+		return 1;
+	}
+	if (r == 0)
+		r = expect_status(&x, 202, err);
+	if (r == 0) {
+		*ret_session = next_location(&x, err);
+		if (!*ret_session)
+			r = -err->code;
+	}
+	reg_xfer_release(&x);
+	return r;
+}
+
 static int
 push_blob(struct registry *reg, const struct registry_ref *ref, const struct body_src *src,
 	  const struct digest *d, const struct registry_push_opts *o,
@@ -1163,7 +1206,6 @@ push_blob(struct registry *reg, const struct registry_ref *ref, const struct bod
 	enum registry_push_result res = REGISTRY_PUSH_UPLOADED;
 	struct endpoint ep;
 	bool mount, chunked;
-	struct xfer x;
 	int r;
 
 	if (!o)
@@ -1192,41 +1234,14 @@ push_blob(struct registry *reg, const struct registry_ref *ref, const struct bod
 		}
 	}
 
-	/* Open an upload session, or mount: 201 is a mount, 202 a session. */
-	if (mount) {
-		_cleanup_free_ char *u = kiln_strdupf("%s/blobs/uploads/", ep.repo_url);
-		_cleanup_free_ char *u2 = u ? reg_url_add_query(u, "mount", ds) : NULL;
-
-		reg_xfer_init(&x, reg, &ep, "POST",
-			      u2 ? reg_url_add_query(u2, "from", o->mount_from) : NULL);
-	} else {
-		reg_xfer_init(&x, reg, &ep, "POST", kiln_strdupf("%s/blobs/uploads/", ep.repo_url));
-	}
-	if (!x.url) {
-		r = kiln_err_set(err, ENOMEM, "push");
-		goto out;
-	}
-	x.scope = scope;
-	r = reg_run_one(reg, &x, err);
-	if (r == 0 && mount && x.status == 201) {
-		r = check_dcd(&x, d, err);
-		reg_xfer_release(&x);
-		if (r == 0) {
-			res = REGISTRY_PUSH_MOUNTED;
-			stat_add(&reg->stats.blobs_mounted, 1);
-		}
-		goto out;
-	}
-	if (r == 0)
-		r = expect_status(&x, 202, err);
-	if (r == 0) {
-		session = next_location(&x, err);
-		if (!session)
-			r = -err->code;
-	}
-	reg_xfer_release(&x);
+	r = open_upload(reg, &ep, d, mount ? o->mount_from : NULL, scope, &session, err);
 	if (r < 0)
 		goto out;
+	if (r == 1) {
+		res = REGISTRY_PUSH_MOUNTED;
+		r = 0;
+		goto out;
+	}
 
 	switch (o->upload) {
 	case REGISTRY_UPLOAD_MONOLITHIC:
@@ -1290,6 +1305,88 @@ registry_push_blob_buf(struct registry *reg, const struct registry_ref *ref, con
 		return kiln_err_set(err, EBADMSG, "push blob: content has digest %s, expected %s",
 				    digest_fmt(&got, ds), digest_fmt(d, es));
 	return push_blob(reg, ref, &src, &got, o, ret_result, err);
+}
+
+int
+registry_copy_blob(struct registry *reg, const struct registry_ref *src,
+		   const struct registry_ref *dst, const struct oci_descriptor *desc,
+		   struct cas *cas, enum registry_push_result *ret_result, struct kiln_err *err)
+{
+	_cleanup_free_ char *scope = NULL, *session = NULL;
+	_cleanup_close_ int fd = -1;
+	enum registry_push_result res = REGISTRY_PUSH_UPLOADED;
+	struct endpoint sep, dep;
+	char ds[DIGEST_STR_SIZE], path[4096];
+	struct body_src body = { .fd = -1 };
+	struct stat st;
+	bool same_host;
+	int r;
+
+	digest_fmt(&desc->digest, ds);
+	r = endpoint_init(reg, src, &sep, err);
+	if (r < 0)
+		return r;
+	r = endpoint_init(reg, dst, &dep, err);
+	if (r < 0)
+		return r;
+	same_host = strcmp(sep.base, dep.base) == 0;
+	if (same_host && strcmp(src->path, dst->path) == 0) {
+		if (ret_result)
+			*ret_result = REGISTRY_PUSH_EXISTED;
+		return 0;
+	}
+	if (same_host)
+		scope = kiln_strdupf("repository:%s:pull,push repository:%s:pull", dst->path, src->path);
+	else
+		scope = repo_scope(dst->path, "pull,push");
+	if (!scope)
+		return kiln_err_set(err, ENOMEM, "copy blob");
+
+	r = blob_exists(reg, &dep, &desc->digest, scope, NULL, err);
+	if (r == 1) {
+		res = REGISTRY_PUSH_EXISTED;
+		r = 0;
+		goto out;
+	}
+	if (r < 0)
+		goto out;
+	/* A registry that refuses the mount (no such blob there, or mounts
+	 * not supported) opens a session instead, which the upload uses. */
+	r = open_upload(reg, &dep, &desc->digest, same_host ? src->path : NULL, scope, &session, err);
+	if (r == 1) {
+		res = REGISTRY_PUSH_MOUNTED;
+		r = 0;
+		goto out;
+	}
+	if (r < 0)
+		goto out;
+	r = registry_fetch_blobs(reg, src, desc, 1, cas, err);
+	if (r < 0)
+		goto out;
+	r = cas_path(cas, &desc->digest, path, sizeof(path));
+	if (r < 0) {
+		r = kiln_err_set(err, -r, "path in store");
+		goto out;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		r = kiln_err_errno(err, errno, "not readable in the store");
+		goto out;
+	}
+	body.fd = fd;
+	body.len = (uint64_t) st.st_size;
+	r = upload(reg, &dep, &session, &body, &desc->digest, body.len > reg->chunk_threshold,
+		   reg->chunk_size, scope, err);
+	if (r == 0) {
+		stat_add(&reg->stats.blobs_pushed, 1);
+		stat_add(&reg->stats.bytes_pushed, body.len);
+	}
+out:
+	if (r < 0)
+		return kiln_err_wrap(err, "copy blob %s from '%s' to '%s'", ds, sep.refstr, dep.refstr);
+	if (ret_result)
+		*ret_result = res;
+	return 0;
 }
 
 int

@@ -260,6 +260,17 @@ int registry_push_blob_buf(struct registry *reg, const struct registry_ref *ref,
 			   size_t len, const struct digest *d, const struct registry_push_opts *o,
 			   enum registry_push_result *ret_result, struct kiln_err *err);
 
+/* Make blob desc of src's repository present in dst's repository, as
+ * `imagetools create` does for sources from other repositories: nothing
+ * when dst has it (or is the same repository); else, on the same registry
+ * host, a cross-repository mount; else (another registry, or a mount the
+ * registry refused) a download into cas (verified, kept there) and an
+ * upload to dst. *ret_result (may be NULL) says which: EXISTED, MOUNTED or
+ * UPLOADED. Errors name the blob and both references. */
+int registry_copy_blob(struct registry *reg, const struct registry_ref *src,
+		       const struct registry_ref *dst, const struct oci_descriptor *desc,
+		       struct cas *cas, enum registry_push_result *ret_result, struct kiln_err *err);
+
 /* PUT a manifest or index (len bytes of media_type at data) under ref's
  * digest when it has one (which must be the data's) and under its tag
  * otherwise. The registry's Docker-Content-Digest, when sent, must agree.

@@ -1775,6 +1775,72 @@ basic_auth(void **state)
 	registry_free(anon);
 }
 
+/* ---- copying blobs between repositories (imagetools create) ---- */
+
+static void
+copy_blob(void **state)
+{
+	struct registry *reg = client(NULL);
+	struct registry_ref src, dst, other_host, nothing;
+	struct registry_stats before, after;
+	struct kiln_err err = { 0 };
+	enum registry_push_result res;
+	struct oci_descriptor missing;
+	struct img a;
+	struct cas *cas = fresh_cas();
+	int64_t size = 0;
+
+	(void) state;
+	img_make("linux/arm64", 40000, 61, &a);
+	ref_of(&src, "%s/kiln/copy-src:v1", fx->plain.host);
+	ref_of(&dst, "%s/kiln/copy-dst:v1", fx->plain.host);
+	img_push(reg, &src, &a, NULL, NULL);
+
+	/* same registry: mounted, nothing downloaded */
+	assert_int_equal(registry_blob_exists(reg, &dst, &a.layer.digest, NULL, &err), 0);
+	if (registry_copy_blob(reg, &src, &dst, &a.layer, cas, &res, &err) < 0)
+		fail_msg("copy by mount: %s", err.msg);
+	assert_int_equal(res, REGISTRY_PUSH_MOUNTED);
+	assert_int_equal(registry_blob_exists(reg, &dst, &a.layer.digest, &size, &err), 1);
+	assert_int_equal(size, a.layer.size);
+	assert_false(cas_has(cas, &a.layer.digest));
+
+	/* again: already there; and a copy within one repository asks nothing */
+	if (registry_copy_blob(reg, &src, &dst, &a.layer, cas, &res, &err) < 0)
+		fail_msg("copy again: %s", err.msg);
+	assert_int_equal(res, REGISTRY_PUSH_EXISTED);
+	registry_get_stats(reg, &before);
+	assert_int_equal(registry_copy_blob(reg, &src, &src, &a.layer, cas, &res, &err), 0);
+	assert_int_equal(res, REGISTRY_PUSH_EXISTED);
+	registry_get_stats(reg, &after);
+	assert_int_equal(after.requests, before.requests);
+
+	/* another registry (Basic auth): downloaded into cas, uploaded there */
+	assert_int_equal(registry_set_credentials(reg, fx->basic.host, USER, PASS, &err), 0);
+	ref_of(&other_host, "%s/kiln/copied:v1", fx->basic.host);
+	if (registry_copy_blob(reg, &src, &other_host, &a.layer, cas, &res, &err) < 0)
+		fail_msg("copy across registries: %s", err.msg);
+	assert_int_equal(res, REGISTRY_PUSH_UPLOADED);
+	assert_same_blob(cas, &a.layer.digest);
+	assert_int_equal(registry_blob_exists(reg, &other_host, &a.layer.digest, &size, &err), 1);
+	assert_int_equal(size, a.layer.size);
+
+	/* the source lacks the blob: the mount is refused, the download fails
+	 * with an error naming the blob and both repositories */
+	ref_of(&nothing, "%s/kiln/copy-empty:v1", fx->plain.host);
+	missing = a.layer;
+	digest_buf("not pushed anywhere", 19, &missing.digest);
+	assert_int_equal(registry_copy_blob(reg, &nothing, &dst, &missing, cas, &res, &err), -ENOENT);
+	assert_err_contains(err, "copy blob sha256:");
+	assert_err_contains(err, "kiln/copy-empty:v1");
+	assert_err_contains(err, "kiln/copy-dst:v1");
+	assert_int_equal(registry_blob_exists(reg, &dst, &missing.digest, NULL, &err), 0);
+
+	cas_free(cas);
+	img_release(&a);
+	registry_free(reg);
+}
+
 /* ---- token auth ---- */
 
 static void
@@ -1859,6 +1925,7 @@ main(void)
 		cmocka_unit_test(corrupted_blob),
 		cmocka_unit_test(resume_broken_download),
 		cmocka_unit_test(basic_auth),
+		cmocka_unit_test(copy_blob),
 		cmocka_unit_test(token_auth),
 	};
 
