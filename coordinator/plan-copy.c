@@ -1,7 +1,9 @@
 /* COPY and ADD: from the build context (resolved here against the client's
  * listing into OP_COPY entries, so only the files read travel) or from
  * another stage or image (COPY --from: OP_COPY_FROM, resolved on the worker,
- * which has that filesystem).
+ * which has that filesystem). RUN --mount=type=bind without from= reads the
+ * context the same way: the path mounted becomes an OP_COPY on scratch
+ * (plan_context_mount) that the RUN mounts like a stage.
  *
  * BuildKit's rules followed: sources and destination are expanded with the
  * stage's environment; a relative destination is taken from the working
@@ -415,6 +417,83 @@ plan_source_op(struct ctx *c, struct stage *s, int line, const char *from)
 			     "COPY --from=%s: stage or image '%s' not found: it is neither a stage of this "
 			     "Dockerfile nor a named context (pulling images from registries is not "
 			     "supported yet; pass --build-context %s=oci-layout://DIR)", from, from, from);
+}
+
+int
+plan_context_mount(struct ctx *c, int line, const char *source, char **ret_source)
+{
+	static const struct copy_opts none = { 0 };
+	const struct plan_file *t = NULL;
+	struct op op = { .kind = OP_COPY };
+	const char *key;
+	size_t klen, n;
+	int r, idx;
+
+	if (source[1]) {
+		const struct plan_file *f = find_file(c, source + 1);
+
+		/* BuildKit's words: the mount's checksum finds nothing */
+		if (!f)
+			return plan_line_err(c, line, ENOENT,
+					     "RUN --mount: failed to compute cache key: \"%s\": not found "
+					     "in the build context", source);
+		t = follow_link(c, f);
+		if (!t)
+			return plan_line_err(c, line, ENOENT,
+					     "RUN --mount: \"%s\" is a symlink whose target is not in the build "
+					     "context", source);
+	}
+	key = t ? t->path : "";
+	*ret_source = kiln_strdupf("/%s", key);
+	if (!*ret_source)
+		return plan_nomem(c);
+	for (size_t i = 0; i < c->ctx_mounts.n; i++)
+		if (strcmp(c->ctx_mounts.v[i], key) == 0)
+			return c->ctx_mount_ops[i];
+
+	/* only what is below the path travels, as BuildKit's ctxPaths */
+	r = plan_scratch_op(c, NULL);
+	if (r < 0)
+		goto fail;
+	op.input = r;
+	r = 0;
+	klen = strlen(key);
+	if (t)
+		r = add_entry(c, &op, t, *ret_source, &none);
+	for (size_t i = 0; r == 0 && (!t || t->kind == OP_ENTRY_DIR) && i < c->in->n_files; i++) {
+		const struct plan_file *e = &c->in->files[i];
+		_cleanup_free_ char *to = NULL;
+
+		if (klen && (strncmp(e->path, key, klen) != 0 || e->path[klen] != '/'))
+			continue;
+		to = kiln_strdupf("/%s", e->path);
+		r = to ? add_entry(c, &op, e, to, &none) : plan_nomem(c);
+	}
+	if (r == 0) {
+		/* not BuildKit's "load build context": that is the transfer */
+		op.name = kiln_strdupf("[internal] mount build context %s", *ret_source);
+		if (!op.name)
+			r = plan_nomem(c);
+	}
+	if (r < 0) {
+		op_release(&op);
+		goto fail;
+	}
+	idx = plan_push_op(c, NULL, &op);
+	if (idx < 0) {
+		r = idx;
+		goto fail;
+	}
+	n = c->ctx_mounts.n;
+	if (plan_int_append(&c->ctx_mount_ops, &n, idx) < 0 || strv_add(&c->ctx_mounts, key) < 0) {
+		r = plan_nomem(c);
+		goto fail;
+	}
+	return idx;
+fail:
+	free(*ret_source);
+	*ret_source = NULL;
+	return r;
 }
 
 static bool

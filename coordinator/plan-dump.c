@@ -79,6 +79,11 @@ mounts_json(const struct op *o)
 			json_object_set_new(j, "from", json_integer(m->from));
 			json_object_set_new(j, "source", str_or_null(m->source));
 		}
+		/* a cache's start: only when given, so other graphs read as before */
+		if (m->type == OP_MOUNT_CACHE && m->from >= 0)
+			json_object_set_new(j, "from", json_integer(m->from));
+		if (m->type == OP_MOUNT_CACHE && m->source)
+			json_object_set_new(j, "source", json_string(m->source));
 		if (m->type == OP_MOUNT_BIND || m->type == OP_MOUNT_CACHE)
 			json_object_set_new(j, "ro", json_boolean(m->ro));
 		if (m->id)

@@ -704,9 +704,28 @@ parse_mount(struct ctx *c, struct stage *s, int line, const char *val, struct op
 			m->sharing = strdup("shared");
 		if (!m->id || !m->sharing)
 			return plan_nomem(c);
-		if ((from && *from) || (source && *source))
+		/* BuildKit: the cache starts as from's filesystem (scratch when
+		 * none) and source is the path of it that is mounted; mode, uid
+		 * and gid only shape the root of a cache mounted whole */
+		if (source && *source) {
+			m->source = mount_abs("/", source);
+			if (!m->source)
+				return plan_nomem(c);
+			if (strcmp(m->source, "/") == 0) {
+				free(m->source);
+				m->source = NULL;
+			}
+		}
+		if (m->source) {
+			m->mode = 0755;
+			m->uid = m->gid = 0;
+		}
+		if (from && *from && !m->source && (has_mode || has_uid || has_gid))
+			/* BuildKit mounts a new empty /cache made on top of from */
 			return plan_line_err(c, line, ENOTSUP,
-					     "RUN --mount=type=cache with from or source is not supported yet");
+					     "RUN --mount=type=cache with from and mode, uid or gid but no "
+					     "source is not supported yet");
+		*ret_from = from && *from ? from : NULL;
 		break;
 	case OP_MOUNT_TMPFS:
 		break;
@@ -813,9 +832,14 @@ run_mounts(struct ctx *c, struct stage *s, int line, const char *const *values, 
 			if (r >= 0)
 				m->from = r;
 		} else if (r == 0 && m->type == OP_MOUNT_BIND) {
-			r = plan_line_err(c, line, ENOTSUP,
-					  "RUN --mount=type=bind from the build context is not supported yet "
-					  "(give from=STAGE or a named context)");
+			char *src = NULL;
+
+			r = plan_context_mount(c, line, m->source, &src);
+			if (r >= 0) {
+				m->from = r;
+				free(m->source);
+				m->source = src;
+			}
 		}
 		strv_free(&vals);
 		if (r < 0)

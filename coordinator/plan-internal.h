@@ -89,6 +89,11 @@ struct ctx {
 	struct strv global;             /* platform args and ARGs before the first FROM */
 	struct platform target, build;
 	int scratch_op;                 /* -1 until needed */
+	/* RUN --mount=type=bind without from=: the OP_COPY holding the
+	 * context below each path mounted (relative, "" for the root), so
+	 * RUNs mounting the same path share it */
+	struct strv ctx_mounts;
+	int *ctx_mount_ops;
 	int *context_ops;               /* per input context and platform (2 slots:
 					 * target, build): its OP_IMAGE or -1 */
 	int *op_stage;                  /* grows with p->ops */
@@ -128,6 +133,9 @@ char *plan_step_name(struct ctx *c, struct stage *s, const char *text);
 int plan_context_op(struct ctx *c, const struct plan_context *pc, const struct platform *pl,
 		    struct stage *s, bool *ret_new);
 const struct plan_context *plan_find_context(struct ctx *c, const char *name);
+/* The empty OP_IMAGE ("FROM scratch"), made on first use for stage s
+ * (NULL: none). */
+int plan_scratch_op(struct ctx *c, struct stage *s);
 /* The --build-arg value of key (the last one given), or NULL. */
 const char *plan_build_arg(struct ctx *c, const char *key);
 /* Stage by name (case-insensitive; the last definition wins) or NULL. */
@@ -173,5 +181,11 @@ int plan_copy_source(struct ctx *c, int line, const char *from, struct stage **r
 /* The op that --from=from names for stage s (a dispatched stage or a
  * context, made on first use); errors are COPY --from's. */
 int plan_source_op(struct ctx *c, struct stage *s, int line, const char *from);
+/* RUN --mount=type=bind without from=: the op holding the build context
+ * at source (absolute, clean; a symlink is followed inside the context),
+ * an OP_COPY on scratch made once per path, and *ret_source (caller
+ * frees) the path to mount from it. Errors name the line when the
+ * context has no such path. */
+int plan_context_mount(struct ctx *c, int line, const char *source, char **ret_source);
 
 #endif

@@ -491,8 +491,8 @@ plan_context_op(struct ctx *c, const struct plan_context *pc, const struct platf
 	return idx;
 }
 
-static int
-scratch_op(struct ctx *c, struct stage *s)
+int
+plan_scratch_op(struct ctx *c, struct stage *s)
 {
 	struct op op = { .kind = OP_IMAGE };
 	int idx;
@@ -503,7 +503,8 @@ scratch_op(struct ctx *c, struct stage *s)
 	if (idx < 0)
 		return idx;
 	c->op_source[idx] = strdup("scratch");
-	if (!c->op_source[idx])
+	c->p->ops[idx].name = strdup("FROM scratch");
+	if (!c->op_source[idx] || !c->p->ops[idx].name)
 		return plan_nomem(c);
 	c->scratch_op = idx;
 	return idx;
@@ -1258,12 +1259,10 @@ init_stage(struct ctx *c, struct stage *s)
 				free(name);
 		}
 	} else if (!b) {
-		r = scratch_op(c, s);
+		r = plan_scratch_op(c, s);
 		if (r < 0)
 			return r;
 		s->op = r;
-		if (!c->p->ops[r].name && !(c->p->ops[r].name = strdup("FROM scratch")))
-			return plan_nomem(c);
 	}
 
 	/* PATH is always set (BuildKit adds it to the image too) */
@@ -1457,6 +1456,8 @@ plan_build(const struct plan_input *input, struct plan **ret, struct kiln_err *e
 	free(c.trigger_asts);
 	df_ast_free(c.ast);
 	free(c.context_ops);
+	strv_free(&c.ctx_mounts);
+	free(c.ctx_mount_ops);
 	if (c.op_source)
 		for (size_t i = 0; i < c.p->n_ops; i++)
 			free(c.op_source[i]);

@@ -46,10 +46,12 @@ pack_mount(msgpack_packer *pk, const struct op_mount *m)
 {
 	bool bind = m->type == OP_MOUNT_BIND, cache = m->type == OP_MOUNT_CACHE;
 	bool secret = m->type == OP_MOUNT_SECRET, owned = cache || secret;
+	/* a cache's from and source only when given: plain caches encode as before */
+	bool cache_from = cache && m->from >= 0, cache_source = cache && m->source;
 
-	msgpack_pack_map(pk, 1 + !!m->target + (bind ? 3 : 0) + (cache ? 3 : 0) +
-			 (secret ? 2 + !!m->env : 0) + (m->type == OP_MOUNT_SSH) + (owned ? 3 : 0) +
-			 (m->type == OP_MOUNT_TMPFS));
+	msgpack_pack_map(pk, 1 + !!m->target + (bind ? 3 : 0) + (cache ? 3 : 0) + cache_from +
+			 cache_source + (secret ? 2 + !!m->env : 0) + (m->type == OP_MOUNT_SSH) +
+			 (owned ? 3 : 0) + (m->type == OP_MOUNT_TMPFS));
 	pack_kstr(pk, "type", mount_type_names[m->type]);
 	if (m->target)
 		pack_kstr(pk, "target", m->target);
@@ -66,6 +68,12 @@ pack_mount(msgpack_packer *pk, const struct op_mount *m)
 		pack_kstr(pk, "id", m->id ? m->id : "");
 	if (cache)
 		pack_kstr(pk, "sharing", m->sharing ? m->sharing : "shared");
+	if (cache_from) {
+		proto_pack_str(pk, "from");
+		msgpack_pack_int(pk, m->from);
+	}
+	if (cache_source)
+		pack_kstr(pk, "source", m->source);
 	if (secret) {
 		proto_pack_str(pk, "required");
 		(m->required ? msgpack_pack_true : msgpack_pack_false)(pk);
@@ -368,6 +376,16 @@ unpack_mount(const msgpack_object *m, struct op_mount *ret, struct kiln_err *err
 				      strcmp(ret->sharing, "private") != 0 &&
 				      strcmp(ret->sharing, "locked") != 0))
 			return kiln_err_set(err, KILN_EPROTO, "cache mount with bad sharing");
+		if (proto_obj_get(m, "from")) {
+			if (proto_obj_get_i64(m, "from", &v) < 0 || v < 0 || v > INT32_MAX)
+				return kiln_err_set(err, KILN_EPROTO, "cache mount with a bad from");
+			ret->from = (int) v;
+		}
+		if (proto_obj_get(m, "source")) {
+			ret->source = proto_obj_get_strdup(m, "source");
+			if (!path_is_clean_abs(ret->source))
+				return kiln_err_set(err, KILN_EPROTO, "cache mount with a bad source");
+		}
 	}
 	if (ret->type == OP_MOUNT_CACHE || ret->type == OP_MOUNT_SECRET) {
 		if ((r = unpack_u32(m, "mode", &ret->mode, err)) < 0 ||

@@ -77,8 +77,11 @@ enum op_mount_type { OP_MOUNT_BIND, OP_MOUNT_CACHE, OP_MOUNT_TMPFS, OP_MOUNT_SEC
 struct op_mount {
 	enum op_mount_type type;
 	char *target;                 /* absolute; secrets without one: NULL (env only) */
-	int from;                     /* bind: earlier op whose result is mounted; -1: none */
-	char *source;                 /* bind: path in from's result ("/" default) */
+	int from;                     /* bind: earlier op whose result is mounted; cache:
+				       * whose result a new cache starts from; -1: none */
+	char *source;                 /* bind: path in from's result ("/" default); cache:
+				       * the path of from's result (or, without from, of
+				       * the cache) that is mounted, NULL: all of it */
 	bool ro;                      /* bind: default ro; cache: default rw */
 	char *id;                     /* cache (default target), secret, ssh */
 	char *sharing;                /* cache: "shared", "private", "locked" */

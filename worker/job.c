@@ -447,42 +447,169 @@ secret_spec(struct job *j, const struct op_mount *m, struct run_mounts *rm, bool
 			    SECRET_FD0 + rm->n_secret_fds - 1, dst, env, m->mode, m->uid, m->gid);
 }
 
-/* STATE/cache-mounts/<id made safe>-<12 hex of sha256(id)>: readable, and
- * ids that sanitise alike stay apart. */
+/* STATE/cache-mounts/<id made safe>-<12 hex of sha256(id[\nseed])>:
+ * readable, and ids that sanitise alike stay apart. seed (NULL: none)
+ * names what a cache started from, which makes it another cache. */
 static char *
-cache_dir(struct job *j, const char *id)
+cache_dir(struct job *j, const char *id, const char *seed)
 {
+	_cleanup_free_ char *key = seed ? kiln_strdupf("%s\n%s", id, seed) : strdup(id);
 	char safe[64], hex[DIGEST_STR_SIZE];
 	struct digest d;
 	size_t n = 0;
 
+	if (!key)
+		return NULL;
 	for (const char *c = id; *c && n < 40; c++)
 		safe[n++] = (isalnum((unsigned char) *c) || *c == '.' || *c == '-' || *c == '_') ? *c : '_';
 	safe[n] = '\0';
-	digest_buf(id, strlen(id), &d);
+	digest_buf(key, strlen(key), &d);
 	digest_fmt(&d, hex);
 	return kiln_strdupf("%s/cache-mounts/%s-%.12s", j->state, safe, strchr(hex, ':') + 1);
 }
 
-/* The cache dir for m, created with its mode and owners the first time;
- * sharing=locked holds an flock on it for the step, sharing=private too
- * unless another step holds it, when the step gets a fresh dir of its own
- * in its scratch dir (thrown away with it), as BuildKit does. */
+/* ds[i]: a name for op i's result that stays the same from build to build
+ * while the ops it is made of do: the digest of op i without its progress
+ * name and with its references to other ops replaced by their names
+ * (ds[0..i) filled already). Its layers would not do: a RUN's files get
+ * the time they were written. */
 static int
-cache_prepare(struct job *j, const struct op_mount *m, const char *base, size_t k,
+op_digest(const struct job *j, size_t i, struct digest *ds, struct kiln_err *err)
+{
+	const struct op *op = &j->ops[i];
+	struct op o = *op;
+	_cleanup_free_ struct op_mount *mounts = malloc((op->n_mounts + 1) * sizeof(*mounts));
+	_cleanup_free_ int *refs = malloc((op->n_mounts + 2) * sizeof(*refs));
+	struct digest_ctx *dc = digest_ctx_new();
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	size_t n_refs = 0;
+
+	if (!dc || !mounts || !refs) {
+		digest_ctx_free(dc);
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	}
+	o.name = NULL;
+	if (op->kind != OP_IMAGE)
+		refs[n_refs++] = op->input;
+	if (op->kind == OP_COPY_FROM)
+		refs[n_refs++] = op->from;
+	o.input = o.from = -1;
+	for (size_t k = 0; k < op->n_mounts; k++) {
+		mounts[k] = op->mounts[k];
+		if (mounts[k].from >= 0)
+			refs[n_refs++] = mounts[k].from;
+		mounts[k].from = -1;
+	}
+	o.mounts = mounts;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	op_pack(&o, &pk);
+	digest_ctx_update(dc, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+	for (size_t k = 0; k < n_refs; k++) {
+		if (refs[k] < 0 || (size_t) refs[k] >= i) {
+			digest_ctx_free(dc);
+			return kiln_err_set(err, KILN_EPROTO, "step %zu reads step %d, which does not come before it",
+					    i, refs[k]);
+		}
+		digest_ctx_update(dc, ds[refs[k]].raw, sizeof(ds[refs[k]].raw));
+	}
+	digest_ctx_final(dc, &ds[i]);
+	digest_ctx_free(dc);
+	return 0;
+}
+
+/* What a cache with from= starts from: from's ops (so a changed stage
+ * gives a new cache, as BuildKit keys it by from's result, which its
+ * step cache keeps while the stage is unchanged) and the path taken. */
+static char *
+cache_seed_name(const struct job *j, int from, const char *source, struct kiln_err *err)
+{
+	_cleanup_free_ struct digest *ds = calloc((size_t) from + 1, sizeof(*ds));
+	char hex[65];
+	char *s;
+
+	if (!ds) {
+		kiln_err_set(err, ENOMEM, "out of memory");
+		return NULL;
+	}
+	for (size_t i = 0; i <= (size_t) from; i++)
+		if (op_digest(j, i, ds, err) < 0)
+			return NULL;
+	s = kiln_strdupf("from %s\nsource %s", digest_hex(&ds[from], hex), source);
+	if (!s)
+		kiln_err_set(err, ENOMEM, "out of memory");
+	return s;
+}
+
+static int cache_seed(struct job *j, const struct op_mount *m, const struct job_snap *from,
+		      const char *dir, struct kiln_err *err);
+
+/* The persistent dir of a cache with from=, filled from it when it does
+ * not exist yet: filled in the step's scratch dir, then renamed into
+ * place, so no step ever sees a half-filled cache and of two steps that
+ * fill it at once, the first one's stays. */
+static int
+cache_create_seeded(struct job *j, const struct op_mount *m, const struct job_snap *from,
+		    const char *base, size_t k, const char *dir, struct kiln_err *err)
+{
+	_cleanup_free_ char *tmp = kiln_strdupf("%s/cache-seed-%zu", base, k);
+	struct stat st;
+	int r;
+
+	if (!tmp)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	if (lstat(dir, &st) == 0)
+		return 0;
+	if (errno != ENOENT)
+		return kiln_err_errno(err, errno, "cache mount '%s'", m->id);
+	if (mkdir(tmp, 0700) < 0)
+		return kiln_err_errno(err, errno, "mkdir '%s'", tmp);
+	r = cache_seed(j, m, from, tmp, err);
+	if (r == 0 && renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_NOREPLACE) < 0 && errno != EEXIST)
+		r = kiln_err_errno(err, errno, "cache mount '%s'", m->id);
+	(void) kiln_rm_rf(tmp);
+	return r;
+}
+
+/* The cache dir for m, created with its mode and owners the first time
+ * (or, with from=, as a copy of from's source); sharing=locked holds an
+ * flock on it for the step, sharing=private too unless another step holds
+ * it, when the step gets a fresh dir of its own in its scratch dir (thrown
+ * away with it), as BuildKit does. */
+static int
+cache_prepare(struct job *j, const struct op_mount *m, size_t step, const char *base, size_t k,
 	      struct run_mounts *rm, char **ret_dir, struct kiln_err *err)
 {
-	_cleanup_free_ char *dir = cache_dir(j, m->id);
+	const struct job_snap *from = NULL;
+	_cleanup_free_ char *seed = NULL;
+	_cleanup_free_ char *dir = NULL;
 	_cleanup_free_ char *parent = kiln_strdupf("%s/cache-mounts", j->state);
 	_cleanup_close_ int fd = -1;
 	int r;
 
+	if (m->from >= 0) {
+		if ((size_t) m->from >= step)
+			return kiln_err_set(err, KILN_EPROTO,
+					    "step %zu mounts a cache from step %d, which does not come before it",
+					    step, m->from);
+		from = &j->snaps[m->from];
+		seed = cache_seed_name(j, m->from, m->source ? m->source : "/", err);
+		if (!seed)
+			return -err->code;
+	}
+	dir = cache_dir(j, m->id, seed);
 	if (!dir || !parent)
 		return kiln_err_set(err, ENOMEM, "out of memory");
 	r = kiln_mkdir_p(parent, 0700);
 	if (r < 0)
 		return kiln_err_errno(err, -r, "mkdir '%s'", parent);
-	if (mkdir(dir, 0700) == 0) {
+	if (from) {
+		r = cache_create_seeded(j, m, from, base, k, dir, err);
+		if (r < 0)
+			return r;
+	} else if (mkdir(dir, 0700) == 0) {
 		if (chown(dir, m->uid, m->gid) < 0 || chmod(dir, m->mode) < 0)
 			return kiln_err_errno(err, errno, "cache mount '%s'", m->id);
 	} else if (errno != EEXIST) {
@@ -501,8 +628,15 @@ cache_prepare(struct job *j, const struct op_mount *m, const char *base, size_t 
 			dir = kiln_strdupf("%s/cache-%zu", base, k);
 			if (!dir)
 				return kiln_err_set(err, ENOMEM, "out of memory");
-			if (mkdir(dir, 0700) < 0 || chown(dir, m->uid, m->gid) < 0 || chmod(dir, m->mode) < 0)
+			if (mkdir(dir, 0700) < 0)
 				return kiln_err_errno(err, errno, "cache mount '%s'", m->id);
+			if (from) {
+				r = cache_seed(j, m, from, dir, err);
+				if (r < 0)
+					return r;
+			} else if (chown(dir, m->uid, m->gid) < 0 || chmod(dir, m->mode) < 0) {
+				return kiln_err_errno(err, errno, "cache mount '%s'", m->id);
+			}
 		} else if (r < 0) {
 			return kiln_err_errno(err, errno, "lock cache mount '%s'", m->id);
 		} else {
@@ -573,12 +707,18 @@ mount_args(struct job *j, size_t step, const struct op *op, const char *base, ch
 		int r;
 
 		switch (m->type) {
-		case OP_MOUNT_CACHE:
-			r = cache_prepare(j, m, base, k, rm, &dir, err);
+		case OP_MOUNT_CACHE: {
+			/* without from=, source is a path inside the cache, which
+			 * kiln-run resolves there (it may hold any symlink) */
+			bool sub = m->from < 0 && m->source;
+
+			r = cache_prepare(j, m, step, base, k, rm, &dir, err);
 			if (r < 0)
 				return r;
-			spec = kiln_strdupf("type=bind,src=%s,dst=%s%s", dir, m->target, m->ro ? ",ro" : "");
+			spec = kiln_strdupf("type=bind,src=%s,dst=%s%s%s%s", dir, m->target, sub ? ",sub=" : "",
+					    sub ? m->source : "", m->ro ? ",ro" : "");
 			break;
+		}
 		case OP_MOUNT_TMPFS:
 			spec = kiln_strdupf("type=tmpfs,dst=%s,size=%" PRIu64, m->target, m->size);
 			break;
@@ -1491,6 +1631,41 @@ copy_from_srcs(struct job *j, const struct op *op, const struct copy_from *cf, c
 			return r;
 	}
 	return 0;
+}
+
+/* ---- cache mounts that start from an op's result ---- */
+
+/* Fill dir (new and empty) with what from has at m's source, which must be
+ * a directory: its contents, and its mode, owners and time for dir. A
+ * missing root (an empty result) gives an empty 0755 dir. */
+static int
+cache_seed(struct job *j, const struct op_mount *m, const struct job_snap *from, const char *dir,
+	   struct kiln_err *err)
+{
+	static const struct op none = { .kind = OP_COPY_FROM };
+	static const struct copy_from plain = { .chown = false };
+	const char *source = m->source ? m->source : "/";
+	_cleanup_free_ char *spath = NULL;
+	struct stat st;
+	int r;
+
+	/* BuildKit follows the source's symlinks inside from's filesystem */
+	r = snap_follow(from->stack, from->n_stack, source, &spath);
+	if (r < 0)
+		return kiln_err_errno(err, -r, "cache mount '%s': source \"%s\"", m->id, source);
+	if (snap_lookup(from->stack, from->n_stack, spath, &st) != 1) {
+		if (strcmp(spath, "/") != 0)
+			return kiln_err_set(err, ENOENT, "cache mount '%s': source \"%s\": not found in from",
+					    m->id, source);
+		return set_meta(dir, 0755, 0, 0, 0, false, err);
+	}
+	if (!S_ISDIR(st.st_mode))
+		return kiln_err_set(err, ENOTDIR, "cache mount '%s': source \"%s\" is not a directory",
+				    m->id, source);
+	r = copy_entry(j, &none, &plain, from, spath, "", "/", dir, err);
+	if (r < 0)
+		return kiln_err_wrap(err, "cache mount '%s' from \"%s\"", m->id, source);
+	return set_meta(dir, st.st_mode & 07777, st.st_uid, st.st_gid, st.st_mtim.tv_sec, false, err);
 }
 
 /* ---- snapshots of op results ---- */

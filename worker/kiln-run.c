@@ -36,6 +36,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/close_range.h>
+#include <linux/openat2.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
@@ -73,6 +74,8 @@ struct mnt {
 	enum mnt_type type;
 	char *dst;
 	char *src;                      /* bind: host path; overlay: path inside (default /) */
+	char *sub;                      /* bind: path inside src to mount instead (default /) */
+	bool file;                      /* what is mounted is not a directory */
 	char *lower, *upper, *work;     /* overlay */
 	bool ro;
 	unsigned long long size;        /* tmpfs; 0: no limit */
@@ -163,7 +166,7 @@ usage(FILE *f)
 	fputs("usage: kiln-run --lower DIR[:DIR...] --upper DIR --work DIR --mnt DIR\n"
 	      "                [--env K=V]... [--cwd DIR] [--user USER[:GROUP]]\n"
 	      "                [--hostname NAME] [--network host|none]\n"
-	      "                [--mount type=bind,src=HOSTPATH,dst=TARGET[,ro]]...\n"
+	      "                [--mount type=bind,src=HOSTPATH,dst=TARGET[,sub=PATH][,ro]]...\n"
 	      "                [--mount type=tmpfs,dst=TARGET[,size=BYTES]]...\n"
 	      "                [--mount type=overlay,lower=A[:B...],upper=U,work=W,dst=TARGET[,src=PATH][,ro]]...\n"
 	      "                [--mount type=secret,fd=N[,dst=TARGET][,env=VAR][,mode=OCT,uid=N,gid=N]]...\n"
@@ -199,6 +202,8 @@ parse_mount(char *spec, struct mnt *m)
 			m->dst = v;
 		} else if (strcmp(f, "src") == 0) {
 			m->src = v;
+		} else if (strcmp(f, "sub") == 0) {
+			m->sub = v;
 		} else if (strcmp(f, "lower") == 0) {
 			m->lower = v;
 		} else if (strcmp(f, "upper") == 0) {
@@ -553,6 +558,29 @@ detached_fs(int errfd, const char *type, const char *const *kv, const char *dst)
 	return mfd;
 }
 
+/* A detached clone of path inside the tree at root, its symlinks resolved
+ * with root as "/" (RESOLVE_IN_ROOT): a source path is one of the image's
+ * (or the cache's) own, so a link to /etc there must not reach the host's. */
+static int
+clone_inside(int errfd, int root, const char *path, const struct mnt *m)
+{
+	struct open_how how = { .flags = O_PATH | O_CLOEXEC,
+				.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
+	const char *rel = path;
+	int fd, mfd;
+
+	while (*rel == '/')
+		rel++;
+	fd = (int) syscall(SYS_openat2, root, *rel ? rel : ".", &how, sizeof(how));
+	if (fd < 0)
+		child_fail(errfd, errno, "mount source '%s' on '%s'", path, m->dst);
+	mfd = open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
+	if (mfd < 0)
+		child_fail(errfd, errno, "mount source '%s' on '%s'", path, m->dst);
+	close(fd);
+	return mfd;
+}
+
 /* Before pivot_root: every --mount as a detached mount in m->mfd. */
 static void
 prepare_mounts(int errfd, struct opts *o)
@@ -564,6 +592,15 @@ prepare_mounts(int errfd, struct opts *o)
 
 		switch (m->type) {
 		case MNT_BIND:
+			if (m->sub) {
+				int root = open(m->src, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+				if (root < 0)
+					child_fail(errfd, errno, "bind '%s' on '%s'", m->src, m->dst);
+				m->mfd = clone_inside(errfd, root, m->sub, m);
+				close(root);
+				break;
+			}
 			m->mfd = open_tree(AT_FDCWD, m->src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
 			if (m->mfd < 0)
 				child_fail(errfd, errno, "bind '%s' on '%s'", m->src, m->dst);
@@ -581,15 +618,11 @@ prepare_mounts(int errfd, struct opts *o)
 			int whole = detached_fs(errfd, "overlay", kv, m->dst);
 			const char *sub = m->src ? m->src : "/";
 
-			while (*sub == '/')
-				sub++;
-			if (!*sub) {
+			if (!sub[strspn(sub, "/")]) {
 				m->mfd = whole;
 				break;
 			}
-			m->mfd = open_tree(whole, sub, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-			if (m->mfd < 0)
-				child_fail(errfd, errno, "bind source '%s' on '%s'", m->src, m->dst);
+			m->mfd = clone_inside(errfd, whole, sub, m);
 			close(whole);
 			break;
 		}
@@ -613,6 +646,14 @@ prepare_mounts(int errfd, struct opts *o)
 			close(tfd);
 			break;
 		}
+		}
+		if (m->mfd >= 0 && m->type != MNT_SECRET) {
+			struct stat st;
+
+			/* a file source gets a file as its mountpoint */
+			if (fstat(m->mfd, &st) < 0)
+				child_fail(errfd, errno, "mount on '%s'", m->dst);
+			m->file = !S_ISDIR(st.st_mode);
 		}
 		if (m->ro && m->mfd >= 0)
 			set_rdonly(errfd, m->mfd, m->dst);
@@ -667,7 +708,7 @@ attach_mounts(int errfd, struct opts *o)
 
 		if (m->mfd < 0)
 			continue;
-		make_target(errfd, m->dst, m->type == MNT_SECRET);
+		make_target(errfd, m->dst, m->type == MNT_SECRET || m->file);
 		if (move_mount(m->mfd, "", AT_FDCWD, m->dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 			child_fail(errfd, errno, "mount on '%s'", m->dst);
 		close(m->mfd);

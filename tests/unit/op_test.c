@@ -92,6 +92,39 @@ run_mounts_roundtrip(void **state)
 	assert_int_equal(roundtrip(&in, &out, &err), -KILN_EPROTO);
 }
 
+/* A cache's from and source travel only when given; a bad source is
+ * refused like a bind's. */
+static void
+cache_from_source_roundtrip(void **state)
+{
+	char *args[] = { "true" };
+	struct op_mount mounts[] = {
+		{ .type = OP_MOUNT_CACHE, .target = "/c", .from = 0, .source = "/seed", .id = "c",
+		  .sharing = "shared", .mode = 0755 },
+		{ .type = OP_MOUNT_CACHE, .target = "/d", .from = -1, .source = "/sub", .id = "d",
+		  .sharing = "shared", .mode = 0755 },
+		{ .type = OP_MOUNT_CACHE, .target = "/e", .from = -1, .id = "e", .sharing = "private",
+		  .mode = 0755 },
+	};
+	struct op in = { .kind = OP_RUN, .input = 0, .args = args, .n_args = 1, .cwd = "/",
+			 .mounts = mounts, .n_mounts = 3 };
+	struct kiln_err err = { 0 };
+	struct op out;
+
+	(void) state;
+	assert_int_equal(roundtrip(&in, &out, &err), 0);
+	assert_int_equal(out.mounts[0].from, 0);
+	assert_string_equal(out.mounts[0].source, "/seed");
+	assert_int_equal(out.mounts[1].from, -1);
+	assert_string_equal(out.mounts[1].source, "/sub");
+	assert_int_equal(out.mounts[2].from, -1);
+	assert_null(out.mounts[2].source);
+	op_release(&out);
+
+	mounts[0].source = "/seed/../..";
+	assert_int_equal(roundtrip(&in, &out, &err), -KILN_EPROTO);
+}
+
 static void
 copy_and_image_roundtrip(void **state)
 {
@@ -305,6 +338,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(run_roundtrip),
 		cmocka_unit_test(run_mounts_roundtrip),
+		cmocka_unit_test(cache_from_source_roundtrip),
 		cmocka_unit_test(copy_and_image_roundtrip),
 		cmocka_unit_test(copy_add_fields_roundtrip),
 		cmocka_unit_test(copy_dest_fields_roundtrip),
