@@ -22,9 +22,9 @@ FRONT_OBJ  = coordinator/dockerfile.o coordinator/shell.o coordinator/plan.o \
              coordinator/plan-dump.o coordinator/instructions.o \
              coordinator/outline.o coordinator/outline-source.o coordinator/outline-json.o
 COORD_OBJ  = coordinator/main.o coordinator/nodes.o coordinator/build.o $(FRONT_OBJ)
-WORKER_OBJ = worker/main.o worker/job.o worker/snapshot.o worker/export.o worker/qemu.o
+WORKER_OBJ = worker/main.o worker/job.o worker/snapshot.o worker/export.o worker/qemu.o worker/sshfwd.o
 RUN_OBJ    = worker/kiln-run.o
-CLI_OBJ    = cli/main.o cli/config.o cli/builder.o cli/build.o cli/context.o cli/conn.o cli/progress.o cli/secret.o \
+CLI_OBJ    = cli/main.o cli/config.o cli/builder.o cli/build.o cli/context.o cli/conn.o cli/progress.o cli/secret.o cli/ssh.o \
              cli/debug.o coordinator/dockerfile.o coordinator/shell.o \
              drivers/driver.o drivers/local.o drivers/remote.o
 
@@ -35,7 +35,7 @@ UNIT_TESTS = tests/unit/digest_test tests/unit/cas_test tests/unit/platform_test
              tests/unit/layer_test tests/unit/dockerfile_test tests/unit/shell_test \
              tests/unit/plan_test tests/unit/op_test tests/unit/ignore_test tests/unit/config_test tests/unit/conn_test \
              tests/unit/registry_test tests/unit/outline_test tests/unit/context_test \
-             tests/unit/debug_test tests/unit/secret_test
+             tests/unit/debug_test tests/unit/secret_test tests/unit/ssh_test
 CONFORMANCE = tests/conformance/corpus_test tests/conformance/golden_test
 FUZZ_REPLAY = tests/fuzz/fuzz_proto tests/fuzz/fuzz_dockerfile
 
@@ -76,6 +76,8 @@ tests/unit/conn_test: tests/unit/conn_test.o cli/conn.o $(SHARED_OBJ)
 tests/unit/context_test: tests/unit/context_test.o cli/context.o $(SHARED_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 tests/unit/secret_test: tests/unit/secret_test.o cli/secret.o $(SHARED_OBJ)
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
+tests/unit/ssh_test: tests/unit/ssh_test.o cli/ssh.o $(SHARED_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 tests/unit/debug_test: tests/unit/debug_test.o cli/debug.o coordinator/dockerfile.o coordinator/shell.o \
                        $(SHARED_OBJ)

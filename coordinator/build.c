@@ -42,6 +42,8 @@ struct build {
 	size_t n_push;
 	char **names;                 /* docker: the archive's RepoTags */
 	size_t n_names;
+	char **ssh_ids;               /* the client's --ssh ids (never its sockets) */
+	size_t n_ssh_ids;
 	bool oci_mt;                  /* OCI media types (else Docker's) */
 	enum layer_compression compression;   /* of the layers the build makes */
 	int compression_level;        /* LAYER_LEVEL_DEFAULT or valid for compression */
@@ -87,6 +89,7 @@ build_free(struct build *b)
 	free(b->tag);
 	op_strv_free(b->push, b->n_push);
 	op_strv_free(b->names, b->n_names);
+	op_strv_free(b->ssh_ids, b->n_ssh_ids);
 	free(b->layers);
 	free(b->layer_mt);
 	free(b->has_layer);
@@ -648,6 +651,7 @@ on_build_start(struct builds *bs, const struct peer *from, const struct proto_ms
 	b->tag = proto_msg_strdup(m, "tag");
 	if (read_strv(m, "names", &b->names, &b->n_names, &err) < 0 ||
 	    read_strv(m, "push", &b->push, &b->n_push, &err) < 0 ||
+	    read_strv(m, "ssh", &b->ssh_ids, &b->n_ssh_ids, &err) < 0 ||
 	    (strcmp(b->kind, "push") == 0 && b->n_push == 0)) {
 		if (!err.code)
 			kiln_err_set(&err, EINVAL, "push needs an image name (-t NAME or -o type=image,name=NAME)");
@@ -744,6 +748,12 @@ on_synced(struct build *b)
 	proto_w_str(&w, "compression", layer_compression_name(b->compression));
 	if (b->compression_level != LAYER_LEVEL_DEFAULT)
 		proto_w_i64(&w, "compression_level", b->compression_level);
+	if (b->n_ssh_ids) {
+		pk = proto_w_key(&w, "ssh");
+		msgpack_pack_array(pk, b->n_ssh_ids);
+		for (size_t i = 0; i < b->n_ssh_ids; i++)
+			proto_pack_str(pk, b->ssh_ids[i]);
+	}
 	pk = proto_w_key(&w, "ops");
 	msgpack_pack_array(pk, b->plan->n_ops);
 	for (size_t i = 0; i < b->plan->n_ops; i++)
@@ -777,6 +787,11 @@ builds_on_client(struct builds *bs, const struct peer *from, const struct proto_
 		/* Relayed as is: the values are never read here, logged, kept or echoed
 		 * (main.c wipes the frame and the decoded copy after this). */
 		(void) peer_forward(&b->node->peer, payload);
+	} else if (strcmp(t, "ssh.resp") == 0) {
+		/* an agent's answer for a step, relayed as is; one that comes
+		 * after the steps ended has no one left to read it */
+		if (b->state == B_RUN)
+			(void) peer_forward(&b->node->peer, payload);
 	} else if (strcmp(t, "build.synced") == 0 && b->state == B_SYNC) {
 		on_synced(b);
 	} else if (strcmp(t, "build.cancel") == 0) {
@@ -1024,6 +1039,12 @@ builds_on_node(struct builds *bs, struct node *n, const struct proto_msg *m, zfr
 			return;
 		}
 		(void) peer_forward(&b->client, payload);
+		return;
+	}
+	if (strcmp(t, "ssh.req") == 0 || strcmp(t, "ssh.close") == 0) {
+		/* a step's agent traffic, to the client as is */
+		if (b->state == B_RUN)
+			(void) peer_forward(&b->client, payload);
 		return;
 	}
 	if (strncmp(t, "step.", 5) == 0) {

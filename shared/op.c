@@ -45,10 +45,11 @@ static void
 pack_mount(msgpack_packer *pk, const struct op_mount *m)
 {
 	bool bind = m->type == OP_MOUNT_BIND, cache = m->type == OP_MOUNT_CACHE;
-	bool secret = m->type == OP_MOUNT_SECRET, owned = cache || secret;
+	bool secret = m->type == OP_MOUNT_SECRET, ssh = m->type == OP_MOUNT_SSH;
+	bool owned = cache || secret || ssh;
 
 	msgpack_pack_map(pk, 1 + !!m->target + (bind ? 3 : 0) + (cache ? 3 : 0) +
-			 (secret ? 2 + !!m->env : 0) + (m->type == OP_MOUNT_SSH) + (owned ? 3 : 0) +
+			 (secret ? 2 + !!m->env : 0) + (ssh ? 2 : 0) + (owned ? 3 : 0) +
 			 (m->type == OP_MOUNT_TMPFS));
 	pack_kstr(pk, "type", mount_type_names[m->type]);
 	if (m->target)
@@ -62,14 +63,14 @@ pack_mount(msgpack_packer *pk, const struct op_mount *m)
 		msgpack_pack_int(pk, m->from);
 		pack_kstr(pk, "source", m->source ? m->source : "/");
 	}
-	if (cache || secret || m->type == OP_MOUNT_SSH)
+	if (cache || secret || ssh)
 		pack_kstr(pk, "id", m->id ? m->id : "");
 	if (cache)
 		pack_kstr(pk, "sharing", m->sharing ? m->sharing : "shared");
-	if (secret) {
+	if (secret || ssh) {
 		proto_pack_str(pk, "required");
 		(m->required ? msgpack_pack_true : msgpack_pack_false)(pk);
-		if (m->env)
+		if (secret && m->env)
 			pack_kstr(pk, "env", m->env);
 	}
 	if (owned) {
@@ -369,7 +370,7 @@ unpack_mount(const msgpack_object *m, struct op_mount *ret, struct kiln_err *err
 				      strcmp(ret->sharing, "locked") != 0))
 			return kiln_err_set(err, KILN_EPROTO, "cache mount with bad sharing");
 	}
-	if (ret->type == OP_MOUNT_CACHE || ret->type == OP_MOUNT_SECRET) {
+	if (ret->type == OP_MOUNT_CACHE || ret->type == OP_MOUNT_SECRET || ret->type == OP_MOUNT_SSH) {
 		if ((r = unpack_u32(m, "mode", &ret->mode, err)) < 0 ||
 		    (r = unpack_u32(m, "uid", &ret->uid, err)) < 0 ||
 		    (r = unpack_u32(m, "gid", &ret->gid, err)) < 0)
