@@ -24,10 +24,10 @@ FRONT_OBJ  = coordinator/dockerfile.o coordinator/shell.o coordinator/plan.o \
 COORD_OBJ  = coordinator/main.o coordinator/nodes.o coordinator/build.o coordinator/solver.o \
              coordinator/cache.o $(FRONT_OBJ)
 WORKER_OBJ = worker/main.o worker/job.o worker/snapshot.o worker/export.o worker/qemu.o \
-             worker/confine.o worker/peer.o worker/peer-fetch.o
+             worker/confine.o worker/peer.o worker/peer-fetch.o worker/sshfwd.o
 RUN_OBJ    = worker/kiln-run.o
 CLI_OBJ    = cli/main.o cli/config.o cli/builder.o cli/build.o cli/context.o cli/conn.o cli/progress.o cli/secret.o \
-             cli/imagetools.o cli/imagetools-inspect.o \
+             cli/ssh.o cli/imagetools.o cli/imagetools-inspect.o \
              cli/debug.o coordinator/dockerfile.o coordinator/shell.o \
              drivers/driver.o drivers/local.o drivers/remote.o
 
@@ -39,7 +39,7 @@ UNIT_TESTS = tests/unit/digest_test tests/unit/cas_test tests/unit/platform_test
              tests/unit/plan_test tests/unit/op_test tests/unit/ignore_test tests/unit/config_test tests/unit/conn_test \
              tests/unit/registry_test tests/unit/outline_test tests/unit/context_test \
              tests/unit/debug_test tests/unit/secret_test tests/unit/resources_test \
-             tests/unit/nodes_test tests/unit/peer_test
+             tests/unit/nodes_test tests/unit/peer_test tests/unit/ssh_test
 CONFORMANCE = tests/conformance/corpus_test tests/conformance/golden_test
 FUZZ_REPLAY = tests/fuzz/fuzz_proto tests/fuzz/fuzz_dockerfile
 
@@ -84,6 +84,7 @@ tests/unit/context_test: tests/unit/context_test.o cli/context.o $(SHARED_OBJ)
 tests/unit/secret_test: tests/unit/secret_test.o cli/secret.o $(SHARED_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 tests/unit/peer_test: tests/unit/peer_test.o worker/peer.o worker/peer-fetch.o $(SHARED_OBJ)
+tests/unit/ssh_test: tests/unit/ssh_test.o cli/ssh.o $(SHARED_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 tests/unit/debug_test: tests/unit/debug_test.o cli/debug.o coordinator/dockerfile.o coordinator/shell.o \
                        $(SHARED_OBJ)

@@ -29,6 +29,7 @@
 #include "progress.h"
 #include "proto.h"
 #include "secret.h"
+#include "ssh.h"
 #include "util.h"
 #include "xfer.h"
 
@@ -62,6 +63,8 @@ struct opts {
 	size_t n_contexts;
 	const char *secrets[MAX_LIST];
 	size_t n_secrets;
+	const char *ssh[MAX_LIST];
+	size_t n_ssh;
 	const char *target;
 	const char *output;
 	const char *progress;
@@ -119,6 +122,7 @@ struct session {
 	struct output out;
 	struct secret_src *secrets;    /* --secret, in order (the last one of an id wins) */
 	size_t n_secrets;
+	struct ssh_agents *ssh;        /* --ssh */
 	/* context sync */
 	struct digest *queue;
 	size_t n_queue, next_queue;
@@ -174,6 +178,11 @@ usage(FILE *f)
 		"      --secret id=ID[,src=FILE|,env=VAR][,type=file|env]\n"
 		"                               a secret for RUN --mount=type=secret (default: the\n"
 		"                               variable ID when it is set, else the file ID)\n"
+		"      --ssh default|ID[=SOCKET]\n"
+		"                               an ssh agent socket for RUN --mount=type=ssh (default:\n"
+		"                               $SSH_AUTH_SOCK); repeat for several ids. The steps may\n"
+		"                               list keys and ask for signatures, nothing more; key\n"
+		"                               files are not supported (ssh-add them to an agent)\n"
 		"  -t, --tag NAME               name (and tag) recorded in the OCI index\n"
 		"      --target STAGE           build this stage\n"
 		"      --builder NAME           use this builder instead of the current one\n"
@@ -519,6 +528,14 @@ send_start(struct session *s, const struct opts *o, const char *dockerfile, size
 	}
 	if (o->call[0])
 		proto_w_str(&w, "call", o->call);
+	if (ssh_agents_count(s->ssh)) {
+		/* the ids only: which agents exist decides whether a step's
+		 * mount is skipped; where they are stays here */
+		pk = proto_w_key(&w, "ssh");
+		msgpack_pack_array(pk, ssh_agents_count(s->ssh));
+		for (size_t i = 0; i < ssh_agents_count(s->ssh); i++)
+			proto_pack_str(pk, ssh_agents_id(s->ssh, i));
+	}
 	proto_w_i64(&w, "epoch", kiln_source_date_epoch());
 	pk = proto_w_key(&w, "build_args");
 	msgpack_pack_array(pk, o->n_args);
@@ -780,6 +797,53 @@ on_secrets_need(struct session *s, const struct proto_msg *m, struct kiln_err *e
 		if (r < 0)
 			return r;
 	}
+	return 0;
+}
+
+/* ssh.req {step, conn, ssh, data}: one agent request of a RUN step,
+ * answered with ssh.resp {step, conn, data}, or {fail} when the agent
+ * cannot be used; the step then sees its connection closed, and only
+ * this terminal learns why (the reason names the socket). */
+static int
+on_ssh_req(struct session *s, const struct proto_msg *m, struct kiln_err *err)
+{
+	_cleanup_free_ char *id = proto_msg_strdup(m, "ssh");
+	_cleanup_free_ void *resp = NULL;
+	struct kiln_err why = { 0 };
+	struct proto_writer w;
+	uint64_t step, conn;
+	const void *data;
+	size_t len, resp_len = 0;
+	int r;
+
+	if (!id || proto_msg_u64(m, "step", &step) < 0 || proto_msg_u64(m, "conn", &conn) < 0 ||
+	    proto_msg_bin(m, "data", &data, &len) < 0)
+		return kiln_err_set(err, KILN_EPROTO, "ssh.req without step, conn, ssh or data");
+	r = ssh_agents_request(s->ssh, step, conn, id, data, len, &resp, &resp_len, &why);
+	if (r < 0)
+		fprintf(stderr, "WARNING: %s\n", why.msg);
+	proto_writer_init(&w, "ssh.resp", 0);
+	proto_w_str(&w, "build", s->id);
+	proto_w_u64(&w, "step", step);
+	proto_w_u64(&w, "conn", conn);
+	if (r < 0)
+		proto_w_bool(&w, "fail", true);
+	else
+		proto_w_bin(&w, "data", resp, resp_len);
+	r = conn_send(s->conn, &w, err);
+	proto_writer_release(&w);
+	return r;
+}
+
+/* ssh.close {step[, conn]}: the step closed that connection, or ended. */
+static int
+on_ssh_close(struct session *s, const struct proto_msg *m)
+{
+	uint64_t step, conn = 0;
+	bool all = proto_msg_u64(m, "conn", &conn) < 0;
+
+	if (proto_msg_u64(m, "step", &step) == 0)
+		ssh_agents_close(s->ssh, step, conn, all);
 	return 0;
 }
 
@@ -1126,6 +1190,10 @@ run_session(struct session *s, const struct opts *o, struct kiln_err *err)
 			r = on_secrets_need(s, m, err);
 		else if (strcmp(t, "build.need") == 0)
 			r = on_need(s, m, err);
+		else if (strcmp(t, "ssh.req") == 0)
+			r = on_ssh_req(s, m, err);
+		else if (strcmp(t, "ssh.close") == 0)
+			r = on_ssh_close(s, m);
 		else if (strcmp(t, "xfer.credit") == 0)
 			r = on_credit(s, m, err);
 		else if (strcmp(t, "progress") == 0)
@@ -1198,6 +1266,7 @@ session_release(struct session *s)
 	for (size_t i = 0; i < s->n_secrets; i++)
 		secret_src_release(&s->secrets[i]);
 	free(s->secrets);
+	ssh_agents_free(s->ssh);
 	free(s->queue);
 	free(s->step_v);
 	for (size_t i = 0; i < s->n_steps && s->step_names; i++)
@@ -1233,6 +1302,7 @@ parse_opts(int argc, char **argv, struct opts *o, struct kiln_err *err)
 		{ "build-arg", required_argument, NULL, 'a' },
 		{ "build-context", required_argument, NULL, 'c' },
 		{ "secret", required_argument, NULL, 'S' },
+		{ "ssh", required_argument, NULL, 'K' },
 		{ "target", required_argument, NULL, 'T' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "progress", required_argument, NULL, 'P' },
@@ -1261,6 +1331,7 @@ parse_opts(int argc, char **argv, struct opts *o, struct kiln_err *err)
 		case 'a': list = o->args; n = &o->n_args; break;
 		case 'c': list = o->contexts; n = &o->n_contexts; break;
 		case 'S': list = o->secrets; n = &o->n_secrets; break;
+		case 'K': list = o->ssh; n = &o->n_ssh; break;
 		case 'T': o->target = optarg; break;
 		case 'o': o->output = optarg; break;
 		case 'P': o->progress = optarg; break;
@@ -1413,6 +1484,8 @@ run(int argc, char **argv, struct builder *b, bool graph)
 		}
 		s.n_secrets++;
 	}
+	if (ssh_agents_new(o.ssh, o.n_ssh, &s.ssh, &err) < 0)
+		goto fail;
 	/* outline and targets read the Dockerfile alone */
 	for (size_t i = 0; i < o.n_contexts && (!o.call[0] || graph); i++) {
 		s.n_nctx++;

@@ -35,6 +35,7 @@
 #define DOCKERFILE_MAX (4u << 20)
 #define MAX_TARGETS 16
 #define CLIENT_SILENCE_MS 15000
+#define SSH_STEP_SPAN 65536u
 
 /* Per op of a target. */
 enum op_state {
@@ -110,6 +111,8 @@ struct build {
 	int compression_level;        /* LAYER_LEVEL_DEFAULT or valid for compression */
 	bool force_compression;
 	bool no_cache;
+	char **ssh_ids;               /* the client's --ssh ids (never its sockets) */
+	size_t n_ssh_ids;
 	char **no_cache_filter;       /* stage names */
 	size_t n_no_cache_filter;
 	int64_t epoch;
@@ -190,6 +193,7 @@ build_free(struct build *b)
 	op_strv_free(b->push, b->n_push);
 	op_strv_free(b->names, b->n_names);
 	op_strv_free(b->no_cache_filter, b->n_no_cache_filter);
+	op_strv_free(b->ssh_ids, b->n_ssh_ids);
 	free(b->manifest_json);
 	free(b);
 }
@@ -1158,6 +1162,12 @@ send_job_run(struct builds *bs, struct sjob *j)
 	proto_w_str(&w, "compression", layer_compression_name(b->compression));
 	if (b->compression_level != LAYER_LEVEL_DEFAULT)
 		proto_w_i64(&w, "compression_level", b->compression_level);
+	if (b->n_ssh_ids) {
+		pk = proto_w_key(&w, "ssh");
+		msgpack_pack_array(pk, b->n_ssh_ids);
+		for (size_t i = 0; i < b->n_ssh_ids; i++)
+			proto_pack_str(pk, b->ssh_ids[i]);
+	}
 	pk = proto_w_key(&w, "ops");
 	msgpack_pack_array(pk, nb + j->n_ops);
 	for (size_t k = 0; k < nb; k++) {
@@ -1530,17 +1540,20 @@ on_job_done(struct builds *bs, struct sjob *j)
 
 /* Re-address a decoded message to another build or job id. */
 static void
-forward_as(const struct peer *to, const struct proto_msg *m, const char *id)
+forward_as_step(const struct peer *to, const struct proto_msg *m, const char *id, const uint64_t *step)
 {
 	const msgpack_object *root = proto_msg_root(m);
 	struct proto_writer w;
 
 	proto_writer_init(&w, proto_msg_type(m), proto_msg_id(m));
 	proto_w_str(&w, "build", id);
+	if (step)
+		proto_w_u64(&w, "step", *step);
 	for (uint32_t i = 0; root && root->type == MSGPACK_OBJECT_MAP && i < root->via.map.size; i++) {
 		const msgpack_object_kv *kv = &root->via.map.ptr[i];
 
 		if (kv->key.type != MSGPACK_OBJECT_STR || proto_obj_is_str(&kv->key, "build") ||
+		    (step && proto_obj_is_str(&kv->key, "step")) ||
 		    proto_obj_is_str(&kv->key, "v") || proto_obj_is_str(&kv->key, "t") ||
 		    proto_obj_is_str(&kv->key, "id"))
 			continue;
@@ -1554,6 +1567,12 @@ forward_as(const struct peer *to, const struct proto_msg *m, const char *id)
 	}
 	(void) peer_send(to, &w);
 	proto_writer_release(&w);
+}
+
+static void
+forward_as(const struct peer *to, const struct proto_msg *m, const char *id)
+{
+	forward_as_step(to, m, id, NULL);
 }
 
 static void
@@ -1613,6 +1632,16 @@ builds_on_node(struct builds *bs, struct node *n, const struct proto_msg *m, zfr
 		on_step(bs, j, t, m);
 	} else if (strcmp(t, "job.done") == 0) {
 		on_job_done(bs, j);
+	} else if (strcmp(t, "ssh.req") == 0 || strcmp(t, "ssh.close") == 0) {
+		/* a step's agent traffic: to the client, its step numbered so
+		 * that the answer finds this job again (serial << 16 | step) */
+		uint64_t step = 0;
+
+		if (!b->detached && proto_msg_u64(m, "step", &step) == 0 && step < SSH_STEP_SPAN) {
+			uint64_t s2 = (uint64_t) j->serial * SSH_STEP_SPAN + step;
+
+			forward_as_step(&b->client, m, b->id, &s2);
+		}
 	} else if (strcmp(t, "output.begin") == 0 || strcmp(t, "xfer.data") == 0) {
 		if (!b->detached)
 			forward_as(&b->client, m, b->id);
@@ -2483,6 +2512,7 @@ on_build_start(struct builds *bs, const struct peer *from, const struct proto_ms
 	if (read_strv(m, "names", &b->names, &b->n_names, &err) < 0 ||
 	    read_strv(m, "push", &b->push, &b->n_push, &err) < 0 ||
 	    read_strv(m, "no_cache_filter", &b->no_cache_filter, &b->n_no_cache_filter, &err) < 0 ||
+	    read_strv(m, "ssh", &b->ssh_ids, &b->n_ssh_ids, &err) < 0 ||
 	    (strcmp(b->kind, "push") == 0 && b->n_push == 0)) {
 		if (!err.code)
 			kiln_err_set(&err, EINVAL, "push needs an image name (-t NAME or -o type=image,name=NAME)");
@@ -2602,6 +2632,21 @@ builds_on_client(struct builds *bs, const struct peer *from, const struct proto_
 		if ((j = client_job(b, m)) && j->secrets) {
 			j->secrets = false;
 			job_try_run(bs, j);
+		}
+	} else if (strcmp(t, "ssh.resp") == 0) {
+		/* an agent's answer for a step; one that comes after the step
+		 * ended has no one left to read it */
+		uint64_t step = 0;
+
+		if (proto_msg_u64(m, "step", &step) == 0) {
+			for (j = bs->jobs; j; j = j->next) {
+				if (j->b == b && (uint64_t) j->serial == step / SSH_STEP_SPAN && j->state == J_RUN) {
+					uint64_t s2 = step % SSH_STEP_SPAN;
+
+					forward_as_step(&j->node->peer, m, j->id, &s2);
+					break;
+				}
+			}
 		}
 	} else if (strcmp(t, "build.synced") == 0 && b->round_open) {
 		round_done(bs, b);

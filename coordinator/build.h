@@ -5,19 +5,27 @@
  * storing them: relayed payloads are forwarded frame for frame.
  *
  * Client -> coordinator: build.start, build.secrets, blob.put, xfer.data,
- *                        xfer.credit, build.synced
+ *                        xfer.credit, build.synced, ssh.resp
  * Coordinator -> client: build.secrets.need, build.need, progress,
- *                        output.begin, xfer.*, build.done, build.error
+ *                        output.begin, xfer.*, build.done, build.error,
+ *                        ssh.req, ssh.close
  * Coordinator -> node:   job.have, build.secrets, blob.put, xfer.*, job.run,
- *                        job.export
+ *                        job.export, ssh.resp
  *
  * Secrets: build.secrets.need {ids} names the secret ids the planned RUNs
  * mount; the client answers build.secrets {secrets: [{id, value}]} with
  * the values it has, which is forwarded to the node frame for frame and
  * never decoded, logged or kept here.
+ *
+ * SSH agents (RUN --mount=type=ssh): build.start carries the client's
+ * --ssh ids, which job.run passes on; while the steps run, a step's agent
+ * requests (ssh.req {step, conn, ssh, data}) go node -> client and the
+ * answers (ssh.resp {step, conn, data | fail}) client -> node, each frame
+ * relayed as is; ssh.close {step[, conn]} tells the client a connection
+ * or the step's mounts ended.
  * Node -> coordinator:   job.missing, xfer.credit, step.start, step.log,
  *                        step.done, job.done, job.error, output.begin,
- *                        xfer.data, job.exported */
+ *                        xfer.data, job.exported, ssh.req, ssh.close */
 #ifndef KILN_BUILD_H
 #define KILN_BUILD_H
 

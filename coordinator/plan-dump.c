@@ -90,15 +90,16 @@ mounts_json(const struct op *o)
 			json_object_set_new(j, "id", json_string(m->id));
 		if (m->sharing)
 			json_object_set_new(j, "sharing", json_string(m->sharing));
-		if (m->type == OP_MOUNT_CACHE || m->type == OP_MOUNT_SECRET) {
+		if (m->type == OP_MOUNT_CACHE || m->type == OP_MOUNT_SECRET || m->type == OP_MOUNT_SSH) {
 			json_object_set_new(j, "mode", json_integer(m->mode));
 			json_object_set_new(j, "uid", json_integer(m->uid));
 			json_object_set_new(j, "gid", json_integer(m->gid));
 		}
 		if (m->type == OP_MOUNT_TMPFS)
 			json_object_set_new(j, "size", json_integer((json_int_t) m->size));
-		if (m->type == OP_MOUNT_SECRET) {
+		if (m->type == OP_MOUNT_SECRET || m->type == OP_MOUNT_SSH)
 			json_object_set_new(j, "required", json_boolean(m->required));
+		if (m->type == OP_MOUNT_SECRET) {
 			if (m->env)
 				json_object_set_new(j, "env", json_string(m->env));
 		}

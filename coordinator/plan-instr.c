@@ -749,8 +749,50 @@ parse_mount(struct ctx *c, struct stage *s, int line, const char *val, struct op
 			return plan_nomem(c);
 		break;
 	case OP_MOUNT_SSH:
-		return plan_line_err(c, line, ENOTSUP, "RUN --mount=type=ssh is not supported yet");
+		if (source && *source)
+			return plan_line_err(c, line, EINVAL, "ssh does not support source");
+		if (!has_mode)
+			m->mode = 0600;
+		/* the target's default depends on the RUN's other ssh mounts:
+		 * run_ssh_defaults */
+		m->id = strdup(id && *id ? id : "default");
+		if (!m->id)
+			return plan_nomem(c);
+		break;
 	}
+	return 0;
+}
+
+/* As BuildKit's ExecState: ssh mount i of a RUN without a target gets
+ * /run/buildkit/ssh_agent.i, and the step's SSH_AUTH_SOCK is the first
+ * one's target unless its env already has that variable (also when that
+ * mount is optional and ends up skipped). */
+static int
+run_ssh_defaults(struct op *op)
+{
+	_cleanup_free_ char *kv = NULL;
+	const char *first = NULL;
+	size_t k = 0;
+
+	for (size_t i = 0; i < op->n_mounts; i++) {
+		struct op_mount *m = &op->mounts[i];
+
+		if (m->type != OP_MOUNT_SSH)
+			continue;
+		if (!m->target && !(m->target = kiln_strdupf("/run/buildkit/ssh_agent.%zu", k)))
+			return -ENOMEM;
+		if (!first)
+			first = m->target;
+		k++;
+	}
+	if (!first)
+		return 0;
+	for (size_t i = 0; i < op->n_env; i++)
+		if (kiln_startswith(op->env[i], "SSH_AUTH_SOCK="))
+			return 0;
+	kv = kiln_strdupf("SSH_AUTH_SOCK=%s", first);
+	if (!kv || op_add_arg(&op->env, &op->n_env, kv) < 0)
+		return -ENOMEM;
 	return 0;
 }
 
@@ -935,6 +977,8 @@ dispatch_run(struct ctx *c, struct stage *s, const struct plan_cmd *cmd)
 	for (size_t i = 0; i < s->env.n; i++)
 		if (op_add_arg(&op.env, &op.n_env, s->env.v[i]) < 0)
 			goto nomem;
+	if (run_ssh_defaults(&op) < 0)
+		goto nomem;
 	op.args = STEAL_PTR(args.v);
 	op.n_args = args.n;
 	args.n = 0;

@@ -45,13 +45,14 @@ static void
 pack_mount(msgpack_packer *pk, const struct op_mount *m)
 {
 	bool bind = m->type == OP_MOUNT_BIND, cache = m->type == OP_MOUNT_CACHE;
-	bool secret = m->type == OP_MOUNT_SECRET, owned = cache || secret;
+	bool secret = m->type == OP_MOUNT_SECRET, ssh = m->type == OP_MOUNT_SSH;
+	bool owned = cache || secret || ssh;
 	/* a cache's from and source only when given: plain caches encode as before */
 	bool cache_from = cache && m->from >= 0, cache_source = cache && m->source;
 
 	msgpack_pack_map(pk, 1 + !!m->target + (bind ? 3 : 0) + (cache ? 3 : 0) + cache_from +
-			 cache_source + (secret ? 2 + !!m->env : 0) + (m->type == OP_MOUNT_SSH) +
-			 (owned ? 3 : 0) + (m->type == OP_MOUNT_TMPFS));
+			 cache_source + (secret ? 2 + !!m->env : 0) + (ssh ? 2 : 0) + (owned ? 3 : 0) +
+			 (m->type == OP_MOUNT_TMPFS));
 	pack_kstr(pk, "type", mount_type_names[m->type]);
 	if (m->target)
 		pack_kstr(pk, "target", m->target);
@@ -64,7 +65,7 @@ pack_mount(msgpack_packer *pk, const struct op_mount *m)
 		msgpack_pack_int(pk, m->from);
 		pack_kstr(pk, "source", m->source ? m->source : "/");
 	}
-	if (cache || secret || m->type == OP_MOUNT_SSH)
+	if (cache || secret || ssh)
 		pack_kstr(pk, "id", m->id ? m->id : "");
 	if (cache)
 		pack_kstr(pk, "sharing", m->sharing ? m->sharing : "shared");
@@ -74,10 +75,10 @@ pack_mount(msgpack_packer *pk, const struct op_mount *m)
 	}
 	if (cache_source)
 		pack_kstr(pk, "source", m->source);
-	if (secret) {
+	if (secret || ssh) {
 		proto_pack_str(pk, "required");
 		(m->required ? msgpack_pack_true : msgpack_pack_false)(pk);
-		if (m->env)
+		if (secret && m->env)
 			pack_kstr(pk, "env", m->env);
 	}
 	if (owned) {
@@ -387,7 +388,7 @@ unpack_mount(const msgpack_object *m, struct op_mount *ret, struct kiln_err *err
 				return kiln_err_set(err, KILN_EPROTO, "cache mount with a bad source");
 		}
 	}
-	if (ret->type == OP_MOUNT_CACHE || ret->type == OP_MOUNT_SECRET) {
+	if (ret->type == OP_MOUNT_CACHE || ret->type == OP_MOUNT_SECRET || ret->type == OP_MOUNT_SSH) {
 		if ((r = unpack_u32(m, "mode", &ret->mode, err)) < 0 ||
 		    (r = unpack_u32(m, "uid", &ret->uid, err)) < 0 ||
 		    (r = unpack_u32(m, "gid", &ret->gid, err)) < 0)

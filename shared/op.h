@@ -71,7 +71,9 @@ struct op_entry {
 
 /* RUN --mount (BuildKit's syntax, resolved by the planner). Paths are
  * absolute and clean. Secrets carry only their id: the value travels
- * beside the job (never in an op) and only to the step that mounts it. */
+ * beside the job (never in an op) and only to the step that mounts it.
+ * So do ssh mounts: the target is the socket's path in the step, and the
+ * client's agent stays on the client. */
 enum op_mount_type { OP_MOUNT_BIND, OP_MOUNT_CACHE, OP_MOUNT_TMPFS, OP_MOUNT_SECRET, OP_MOUNT_SSH };
 
 struct op_mount {
@@ -85,10 +87,10 @@ struct op_mount {
 	bool ro;                      /* bind: default ro; cache: default rw */
 	char *id;                     /* cache (default target), secret, ssh */
 	char *sharing;                /* cache: "shared", "private", "locked" */
-	uint32_t mode, uid, gid;      /* cache (0755, 0, 0), secret (0400, 0, 0) */
+	uint32_t mode, uid, gid;      /* cache (0755, 0, 0), secret (0400, 0, 0), ssh (0600, 0, 0) */
 	uint64_t size;                /* tmpfs: bytes, 0 = no limit */
 	char *env;                    /* secret: also (or only) in this variable */
-	bool required;                /* secret: fail when the client has no value */
+	bool required;                /* secret, ssh: fail when the client has no value or agent */
 };
 
 struct op {

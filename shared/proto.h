@@ -30,6 +30,10 @@ struct kiln_err;
 #define PROTO_CHUNK_SIZE (256u << 10)   /* bulk payload per message */
 #define PROTO_DEPTH_MAX  16             /* nested non-empty maps/arrays */
 #define PROTO_VALUES_MAX (1u << 20)     /* values (keys included) per message */
+/* RUN --mount=type=ssh relays SSH agent messages one by one (ssh.req,
+ * ssh.resp): a message's body (after its 4-byte big-endian length) is at
+ * most this, as OpenSSH's AGENT_MAX_LEN. */
+#define PROTO_SSH_AGENT_MAX (256u << 10)
 
 struct proto_msg;                       /* opaque decoded message */
 

@@ -33,6 +33,7 @@
 #include "proto.h"
 #include "registry.h"
 #include "snapshot.h"
+#include "sshfwd.h"
 #include "util.h"
 
 #define TAIL_SIZE 2048                   /* output kept for the error message */
@@ -295,6 +296,7 @@ struct run_mounts {
 	size_t n_locks;
 	int secret_fds[SECRET_FDS_MAX];   /* read ends, for kiln-run's SECRET_FD0 + k */
 	size_t n_secret_fds;
+	struct sshfwd *ssh;               /* the step's ssh agent sockets, NULL: none */
 };
 
 static void
@@ -306,6 +308,8 @@ run_mounts_release(struct run_mounts *rm)
 	for (size_t i = 0; i < rm->n_secret_fds; i++)
 		close(rm->secret_fds[i]);
 	rm->n_secret_fds = 0;
+	sshfwd_free(rm->ssh);
+	rm->ssh = NULL;
 }
 
 static const struct job_secret *
@@ -445,6 +449,45 @@ secret_spec(struct job *j, const struct op_mount *m, struct run_mounts *rm, bool
 	}
 	return kiln_strdupf("type=secret,fd=%zu%s%s,mode=%o,uid=%" PRIu32 ",gid=%" PRIu32,
 			    SECRET_FD0 + rm->n_secret_fds - 1, dst, env, m->mode, m->uid, m->gid);
+}
+
+/* kiln-run's --mount for an ssh mount: a socket in the step's scratch dir,
+ * served by the step's relay (sshfwd), bound on the target. NULL with
+ * *ret_skip set when the client forwards no agent under that id and the
+ * mount is optional: BuildKit skips it. */
+static char *
+ssh_spec(struct job *j, const struct op_mount *m, size_t step, const char *base, size_t k,
+	 struct run_mounts *rm, bool *ret_skip, struct kiln_err *err)
+{
+	_cleanup_free_ char *path = NULL;
+	bool have = false;
+
+	*ret_skip = false;
+	for (size_t i = 0; i < j->n_ssh_ids && !have; i++)
+		have = strcmp(j->ssh_ids[i], m->id) == 0;
+	if (!have) {
+		if (!m->required) {
+			*ret_skip = true;
+			return NULL;
+		}
+		/* BuildKit's words, for no --ssh at all and for another id */
+		if (j->n_ssh_ids == 0)
+			kiln_err_set(err, ENOENT, "no SSH key \"%s\" forwarded from the client "
+				     "(kiln build --ssh %s[=SOCKET])", m->id, m->id);
+		else
+			kiln_err_set(err, ENOENT, "unset ssh forward key %s", m->id);
+		return NULL;
+	}
+	if (!rm->ssh && sshfwd_new(j->ssh_ep, j->build, step, &rm->ssh, err) < 0)
+		return NULL;
+	path = kiln_strdupf("%s/ssh-%zu.sock", base, k);
+	if (!path) {
+		kiln_err_set(err, ENOMEM, "out of memory");
+		return NULL;
+	}
+	if (sshfwd_listen(rm->ssh, m->id, path, m->mode, m->uid, m->gid, err) < 0)
+		return NULL;
+	return kiln_strdupf("type=bind,src=%s,dst=%s,ro", path, m->target);
 }
 
 /* STATE/cache-mounts/<id made safe>-<12 hex of sha256(id[\nseed])>:
@@ -737,8 +780,16 @@ mount_args(struct job *j, size_t step, const struct op *op, const char *base, ch
 				return -err->code;
 			break;
 		}
-		case OP_MOUNT_SSH:
-			return kiln_err_set(err, ENOTSUP, "mount type ssh is not supported by this worker");
+		case OP_MOUNT_SSH: {
+			bool skip;
+
+			spec = ssh_spec(j, m, step, base, k, rm, &skip, err);
+			if (skip)
+				continue;
+			if (!spec)
+				return -err->code;
+			break;
+		}
 		}
 		if (!spec || op_add_arg(argv, argc, "--mount") < 0 || op_add_arg(argv, argc, spec) < 0)
 			return kiln_err_set(err, ENOMEM, "out of memory");
@@ -789,6 +840,8 @@ spawn_run(struct job *j, size_t step, const struct op *op, const char *base, job
 		ARG(op->env[i]);
 	}
 	r = mount_args(j, step, op, base, &argv, &argc, &rm, err);
+	if (r == 0 && rm.ssh)
+		r = sshfwd_start(rm.ssh, err);
 	if (r < 0)
 		goto out;
 	ARG("--");
@@ -1809,6 +1862,9 @@ void
 job_release(struct job *j)
 {
 	job_secrets_wipe(j);
+	op_strv_free(j->ssh_ids, j->n_ssh_ids);
+	j->ssh_ids = NULL;
+	j->n_ssh_ids = 0;
 	for (size_t i = 0; i < j->n_ops; i++)
 		op_release(&j->ops[i]);
 	free(j->ops);

@@ -44,6 +44,12 @@ struct job {
 	 * when job_execute returns. */
 	struct job_secret *secrets;
 	size_t n_secrets;
+	/* The client's --ssh ids (job.run "ssh"): which ssh mounts can be
+	 * served. A step that mounts one relays its agent traffic through
+	 * the worker's main thread at ssh_ep (borrowed; see sshfwd.h). */
+	char **ssh_ids;
+	size_t n_ssh_ids;
+	const char *ssh_ep;
 };
 
 struct job_secret {

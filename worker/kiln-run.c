@@ -705,10 +705,13 @@ attach_mounts(int errfd, struct opts *o)
 {
 	for (size_t i = 0; i < o->n_mounts; i++) {
 		struct mnt *m = &o->mounts[i];
+		struct stat st;
 
 		if (m->mfd < 0)
 			continue;
-		make_target(errfd, m->dst, m->type == MNT_SECRET || m->file);
+		/* a bind of a file (an ssh agent's socket too) goes on a file */
+		make_target(errfd, m->dst, m->type == MNT_SECRET || m->file ||
+			    (fstat(m->mfd, &st) == 0 && !S_ISDIR(st.st_mode)));
 		if (move_mount(m->mfd, "", AT_FDCWD, m->dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 			child_fail(errfd, errno, "mount on '%s'", m->dst);
 		close(m->mfd);

@@ -5,7 +5,10 @@
  *
  * The main thread owns the ZeroMQ socket and every piece of transfer state;
  * job threads only read their own struct job and send finished messages to
- * the main thread over an inproc PUSH/PULL pair, which forwards them. */
+ * the main thread over an inproc PUSH/PULL pair, which forwards them. A
+ * step's ssh agent relay (sshfwd, a thread per step) talks to the main
+ * thread over an inproc DEALER/ROUTER pair instead, since its answers
+ * (ssh.resp from the client) have to find their way back to it. */
 #include <czmq.h>
 #include <dirent.h>
 #include <errno.h>
@@ -38,10 +41,12 @@
 #include "qemu.h"
 #include "registry.h"
 #include "resources.h"
+#include "sshfwd.h"
 #include "util.h"
 #include "xfer.h"
 
 #define JOB_OUT_EP "inproc://kiln-job-out"
+#define SSH_EP "inproc://kiln-ssh"
 #define MAX_PLATFORMS 16
 #define CTX_BLOB_MAX (8ull << 30)
 #define CAPACITY_MAX 4096
@@ -86,6 +91,7 @@ struct worker {
 	struct registry *reg;
 	zsock_t *sock;
 	zsock_t *jobs_in;
+	zsock_t *ssh;                  /* ROUTER: the steps' ssh relays */
 	struct platform native[MAX_PLATFORMS];
 	size_t n_native;
 	struct platform emulated[MAX_PLATFORMS];
@@ -331,6 +337,7 @@ job_find(struct worker *w, const char *build, bool create)
 	j->job.epoch = -1;
 	j->job.cpuset = w->cpuset;
 	j->job.reg = w->reg;
+	j->job.ssh_ep = SSH_EP;
 	j->next = w->jobs;
 	w->jobs = j;
 	return j;
@@ -636,6 +643,17 @@ on_job_run(struct worker *w, struct proto_msg *m, const char *build, struct kiln
 		return kiln_err_set(err, KILN_EPROTO, "job.run without ops");
 	(void) proto_msg_i64(m, "epoch", &epoch);
 	j->job.epoch = epoch;
+	{
+		/* the client's --ssh ids; its sockets never come here */
+		const msgpack_object *ids = proto_msg_get(m, "ssh");
+
+		for (uint32_t i = 0; ids && ids->type == MSGPACK_OBJECT_ARRAY && i < ids->via.array.size; i++) {
+			_cleanup_free_ char *id = proto_obj_strdup(&ids->via.array.ptr[i]);
+
+			if (!id || op_add_arg(&j->job.ssh_ids, &j->job.n_ssh_ids, id) < 0)
+				return kiln_err_set(err, KILN_EPROTO, "job.run: bad ssh id");
+		}
+	}
 	/* Absent: gzip at kiln's level, as before the options existed. */
 	j->job.compression = LAYER_GZIP;
 	if (comp && layer_compression_parse(comp, &j->job.compression) < 0)
@@ -687,6 +705,55 @@ on_build_secrets(struct worker *w, struct proto_msg *m, const char *build, struc
 			return r;
 	}
 	return 0;
+}
+
+/* ssh.resp {build, step, conn, data | fail}: an agent's answer from the
+ * client, to the relay of that step (gone already: ZeroMQ drops it). */
+static int
+on_ssh_resp(struct worker *w, struct proto_msg *m, const char *build, struct kiln_err *err)
+{
+	char route[SSHFWD_ROUTE_SIZE];
+	struct proto_writer pw;
+	zframe_t *rid;
+	uint64_t step, conn;
+	const void *data = NULL;
+	size_t len = 0;
+	bool fail = false;
+
+	if (proto_msg_u64(m, "step", &step) < 0 || proto_msg_u64(m, "conn", &conn) < 0)
+		return kiln_err_set(err, KILN_EPROTO, "ssh.resp without step or conn");
+	(void) proto_msg_bool(m, "fail", &fail);
+	if (!fail && proto_msg_bin(m, "data", &data, &len) < 0)
+		fail = true;
+	sshfwd_route(build, step, route);
+	rid = zframe_new(route, strlen(route));
+	if (!rid)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	proto_writer_init(&pw, "ssh.resp", 0);
+	proto_w_u64(&pw, "conn", conn);
+	if (fail)
+		proto_w_bool(&pw, "fail", true);
+	else
+		proto_w_bin(&pw, "data", data, len);
+	/* a relay that is gone (or full) is not an error: its step ended */
+	(void) proto_send(w->ssh, rid, &pw);
+	proto_writer_release(&pw);
+	zframe_destroy(&rid);
+	return 0;
+}
+
+/* A message from a step's ssh relay (ssh.req, ssh.close): to the
+ * coordinator as is. */
+static void
+handle_ssh(struct worker *w)
+{
+	zmsg_t *msg = zmsg_recv(w->ssh);
+	zframe_t *rid = msg ? zmsg_pop(msg) : NULL;
+
+	zframe_destroy(&rid);
+	if (msg && zmsg_size(msg) == 1)
+		(void) zmsg_send(&msg, w->sock);
+	zmsg_destroy(&msg);
 }
 
 static int
@@ -883,6 +950,8 @@ handle_coordinator(struct worker *w)
 		r = on_xfer_credit(w, m, build, &err);
 	} else if (strcmp(t, "build.secrets") == 0) {
 		r = on_build_secrets(w, m, build, &err);
+	} else if (strcmp(t, "ssh.resp") == 0) {
+		r = on_ssh_resp(w, m, build, &err);
 	} else if (strcmp(t, "job.run") == 0) {
 		r = on_job_run(w, m, build, &err);
 	} else if (strcmp(t, "job.export") == 0) {
@@ -1147,7 +1216,14 @@ main(int argc, char **argv)
 
 	w.sock = zsock_new(ZMQ_DEALER);
 	w.jobs_in = zsock_new_pull("@" JOB_OUT_EP);
-	if (!w.sock || !w.jobs_in) {
+	w.ssh = zsock_new(ZMQ_ROUTER);
+	if (w.ssh) {
+		/* a relay's answers must not block the main thread */
+		zsock_set_sndtimeo(w.ssh, 0);
+		if (zsock_bind(w.ssh, SSH_EP) < 0)
+			zsock_destroy(&w.ssh);
+	}
+	if (!w.sock || !w.jobs_in || !w.ssh) {
 		log_error("cannot create sockets");
 		return 1;
 	}
@@ -1199,7 +1275,7 @@ main(int argc, char **argv)
 	send_register(&w);
 	log_info("node '%s' connecting to %s", w.name, endpoint);
 	next_hb = kiln_now_ms() + hb_ms;
-	poller = zpoller_new(w.sock, w.jobs_in, NULL);
+	poller = zpoller_new(w.sock, w.jobs_in, w.ssh, NULL);
 	if (monitor)
 		zpoller_add(poller, monitor);
 	zpoller_add(poller, peer_fetcher_sock(w.fetch));
@@ -1213,6 +1289,8 @@ main(int argc, char **argv)
 			handle_job_output(&w);
 		else if (which == peer_fetcher_sock(w.fetch))
 			forward_fetch_done(&w);
+		else if (which == w.ssh)
+			handle_ssh(&w);
 		else if (monitor && which == monitor) {
 			zmsg_t *ev = zmsg_recv(monitor);
 			char *name = ev ? zmsg_popstr(ev) : NULL;
@@ -1242,6 +1320,7 @@ main(int argc, char **argv)
 	peer_fetcher_free(w.fetch);
 	peer_server_free(w.blobs);
 	zsock_destroy(&w.jobs_in);
+	zsock_destroy(&w.ssh);
 	zsock_destroy(&w.sock);
 	registry_free(w.reg);
 	cas_free(w.cas);

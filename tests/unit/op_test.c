@@ -64,15 +64,17 @@ run_mounts_roundtrip(void **state)
 		{ .type = OP_MOUNT_BIND, .target = "/src", .from = 0, .source = "/etc" },
 		{ .type = OP_MOUNT_SECRET, .target = "/run/secrets/tok", .from = -1, .id = "tok",
 		  .mode = 0400, .env = "TOK", .required = true },
+		{ .type = OP_MOUNT_SSH, .target = "/run/buildkit/ssh_agent.0", .from = -1, .id = "gh",
+		  .mode = 0640, .uid = 3, .gid = 4, .required = true },
 	};
 	struct op in = { .kind = OP_RUN, .input = 0, .args = args, .n_args = 1, .cwd = "/",
-			 .mounts = mounts, .n_mounts = 4 };
+			 .mounts = mounts, .n_mounts = 5 };
 	struct kiln_err err = { 0 };
 	struct op out;
 
 	(void) state;
 	assert_int_equal(roundtrip(&in, &out, &err), 0);
-	assert_int_equal(out.n_mounts, 4);
+	assert_int_equal(out.n_mounts, 5);
 	assert_int_equal(out.mounts[0].type, OP_MOUNT_CACHE);
 	assert_string_equal(out.mounts[0].id, "go");
 	assert_string_equal(out.mounts[0].sharing, "locked");
@@ -85,6 +87,14 @@ run_mounts_roundtrip(void **state)
 	assert_false(out.mounts[2].ro);
 	assert_string_equal(out.mounts[3].env, "TOK");
 	assert_true(out.mounts[3].required);
+	assert_int_equal(out.mounts[4].type, OP_MOUNT_SSH);
+	assert_string_equal(out.mounts[4].target, "/run/buildkit/ssh_agent.0");
+	assert_string_equal(out.mounts[4].id, "gh");
+	assert_int_equal(out.mounts[4].mode, 0640);
+	assert_int_equal(out.mounts[4].uid, 3);
+	assert_int_equal(out.mounts[4].gid, 4);
+	assert_true(out.mounts[4].required);
+	assert_null(out.mounts[4].env);
 	op_release(&out);
 
 	/* a target that climbs out is refused */

@@ -1,0 +1,2 @@
+FROM base
+RUN --mount=type=ssh,source=/x true

@@ -1,2 +1,0 @@
-FROM base
-RUN --mount=type=ssh echo agent
