@@ -25,7 +25,15 @@
 
 #define DOCKERFILE_MAX (4u << 20)
 
-enum build_state { B_SYNC, B_RUN, B_EXPORT };
+enum build_state { B_SYNC, B_RUN, B_REWRITE, B_EXPORT };
+
+/* A layer the output wants in another form, made by the node (job.rewrite):
+ * src recompressed to the build's compression, its file times clamped to
+ * epoch when epoch >= 0 (rewrite-timestamp). */
+struct rewrite {
+	struct digest src;
+	int64_t epoch;
+};
 
 struct build {
 	struct build *next;
@@ -46,7 +54,12 @@ struct build {
 	enum layer_compression compression;   /* of the layers the build makes */
 	int compression_level;        /* LAYER_LEVEL_DEFAULT or valid for compression */
 	bool force_compression;
+	bool rewrite_timestamp;       /* clamp file times in the build's layers at export */
 	int64_t epoch;
+	struct rewrite *rw;           /* job.rewrite: one per distinct request */
+	size_t n_rw;
+	int *base_rw;                 /* per base layer: index into rw, or -1 */
+	int *op_rw;                   /* per op: index into rw, or -1 */
 	struct op_layer *layers;      /* per op */
 	char (*layer_mt)[128];        /* per op: the layer's OCI media type, from step.done */
 	bool *has_layer;
@@ -90,6 +103,9 @@ build_free(struct build *b)
 	free(b->layers);
 	free(b->layer_mt);
 	free(b->has_layer);
+	free(b->rw);
+	free(b->base_rw);
+	free(b->op_rw);
 	free(b);
 }
 
@@ -289,8 +305,8 @@ contexts_free(struct plan_context *cs, size_t n)
 	free(cs);
 }
 
-/* compression, compression_level, force_compression of build.start
- * (absent: gzip at kiln's level, not forced). */
+/* compression, compression_level, force_compression, rewrite_timestamp
+ * of build.start (absent: gzip at kiln's level, not forced, times kept). */
 static int
 read_compression(struct build *b, const struct proto_msg *m, struct kiln_err *err)
 {
@@ -312,36 +328,9 @@ read_compression(struct build *b, const struct proto_msg *m, struct kiln_err *er
 	b->compression_level = (int) level;
 	b->force_compression = false;
 	(void) proto_msg_bool(m, "force_compression", &b->force_compression);
+	b->rewrite_timestamp = false;
+	(void) proto_msg_bool(m, "rewrite_timestamp", &b->rewrite_timestamp);
 	return 0;
-}
-
-/* force-compression=true means base image layers in another compression
- * are recompressed for the output. kiln cannot do that yet, so such a
- * build fails before anything runs; when every base layer already has the
- * build's compression (or there is none), force changes nothing. */
-static int
-check_force_compression(const struct build *b, struct kiln_err *err)
-{
-	const char *first = NULL;
-	size_t differ = 0;
-
-	if (!b->force_compression)
-		return 0;
-	for (size_t i = 0; i < b->plan->n_base; i++) {
-		enum layer_compression c;
-
-		if (layer_compression_from_media_type(b->plan->base[i].media_type, &c) < 0 ||
-		    c != b->compression) {
-			first = first ? first : b->plan->base[i].media_type;
-			differ++;
-		}
-	}
-	if (differ == 0)
-		return 0;
-	return kiln_err_set(err, ENOTSUP,
-			    "force-compression=true is not supported yet: %zu base image layer%s would have "
-			    "to be recompressed to %s (the first is %s)", differ, differ == 1 ? "" : "s",
-			    layer_compression_name(b->compression), first);
 }
 
 static int
@@ -654,6 +643,15 @@ on_build_start(struct builds *bs, const struct peer *from, const struct proto_ms
 		build_fail(bs, b, &err);
 		return;
 	}
+	for (size_t i = 0; i < b->n_names; i++) {
+		struct registry_ref rr;
+
+		if (registry_ref_parse(b->names[i], &rr, &err) < 0) {
+			kiln_err_wrap(&err, "invalid image name");
+			build_fail(bs, b, &err);
+			return;
+		}
+	}
 	b->epoch = -1;
 	(void) proto_msg_i64(m, "epoch", &b->epoch);
 	b->start_ms = kiln_now_ms();
@@ -691,10 +689,6 @@ on_build_start(struct builds *bs, const struct peer *from, const struct proto_ms
 	b->has_layer = calloc(b->plan->n_ops + 1, sizeof(bool));
 	if (!b->layers || !b->layer_mt || !b->has_layer) {
 		kiln_err_set(&err, ENOMEM, "out of memory");
-		build_fail(bs, b, &err);
-		return;
-	}
-	if (check_force_compression(b, &err) < 0) {
 		build_fail(bs, b, &err);
 		return;
 	}
@@ -788,28 +782,38 @@ builds_on_client(struct builds *bs, const struct peer *from, const struct proto_
 	}
 }
 
-/* The layer of a step.done, if any: 1 with *ret and ret_mt (its OCI media
- * type; gzip when the node does not say) filled, 0 without one. */
+/* A layer object {digest, diff_id, size, media_type?}: *ret and ret_mt
+ * (its OCI media type; gzip when the node does not say). */
 static int
-read_layer(const struct proto_msg *m, struct op_layer *ret, char ret_mt[static 128])
+read_layer_obj(const msgpack_object *l, struct op_layer *ret, char ret_mt[static 128])
 {
-	const msgpack_object *l = proto_msg_get(m, "layer");
-	_cleanup_free_ char *d = NULL;
-	_cleanup_free_ char *diff = NULL;
-	_cleanup_free_ char *mt = NULL;
+	_cleanup_free_ char *d = proto_obj_get_strdup(l, "digest");
+	_cleanup_free_ char *diff = proto_obj_get_strdup(l, "diff_id");
+	_cleanup_free_ char *mt = proto_obj_get_strdup(l, "media_type");
 	enum layer_compression c = LAYER_GZIP;
 
-	if (!l)
-		return 0;
-	d = proto_obj_get_strdup(l, "digest");
-	diff = proto_obj_get_strdup(l, "diff_id");
-	mt = proto_obj_get_strdup(l, "media_type");
 	if (!d || !diff || digest_parse(d, &ret->digest) < 0 || digest_parse(diff, &ret->diff_id) < 0 ||
 	    proto_obj_get_u64(l, "size", &ret->size) < 0 ||
 	    (mt && layer_compression_from_media_type(mt, &c) < 0))
 		return -KILN_EPROTO;
 	snprintf(ret_mt, 128, "%s", layer_compression_media_type(c, true));
-	return 1;
+	return 0;
+}
+
+/* The layer of a step.done, if any: 1 with *ret and ret_mt filled, 0
+ * without one. */
+static int
+read_layer(const struct proto_msg *m, struct op_layer *ret, char ret_mt[static 128])
+{
+	const msgpack_object *l = proto_msg_get(m, "layer");
+	int r;
+
+	if (!l)
+		return 0;
+	if (l->type != MSGPACK_OBJECT_MAP)
+		return -KILN_EPROTO;
+	r = read_layer_obj(l, ret, ret_mt);
+	return r < 0 ? r : 1;
 }
 
 /* A layer's media type under the manifest's media type family: the gzip,
@@ -825,6 +829,157 @@ layer_media_type(const char *mt, bool oci)
 	if (layer_compression_from_media_type(mt, &c) < 0)
 		return mt;
 	return layer_compression_media_type(c, oci);
+}
+
+/* in_chain[i]: op i's layer is one of the image's, i.e. op i is on the
+ * chain of inputs that leads to the last op (other stages only feed it).
+ * NULL on ENOMEM; the caller frees. */
+static bool *
+image_chain(const struct build *b)
+{
+	bool *in_chain = calloc(b->plan->n_ops + 1, sizeof(bool));
+
+	if (!in_chain)
+		return NULL;
+	for (int i = (int) b->plan->n_ops - 1; i >= 0; i = b->plan->ops[i].input) {
+		in_chain[i] = true;
+		if (b->plan->ops[i].kind == OP_IMAGE)
+			break;
+	}
+	return in_chain;
+}
+
+static int
+rewrite_add(struct build *b, const struct digest *src, int64_t epoch)
+{
+	for (size_t i = 0; i < b->n_rw; i++)
+		if (b->rw[i].epoch == epoch && digest_equal(&b->rw[i].src, src))
+			return (int) i;
+	b->rw[b->n_rw] = (struct rewrite) { .src = *src, .epoch = epoch };
+	return (int) b->n_rw++;
+}
+
+/* What the output needs rewritten before its manifest can be made, as
+ * BuildKit's exporters do it: with force-compression=true, base image
+ * layers in another compression than the build's are recompressed (the
+ * build's own layers are made in it); with rewrite-timestamp=true and
+ * SOURCE_DATE_EPOCH, the layers the build made get their file times
+ * clamped (the base image's never: its diff_ids stay). The node that holds
+ * the blobs does the work. Returns 1 when job.rewrite was sent, 0 when the
+ * export can go on as is. */
+static int
+start_rewrite(struct build *b, struct kiln_err *err)
+{
+	const struct plan *p = b->plan;
+	bool clamp = b->rewrite_timestamp && b->epoch >= 0;
+	_cleanup_free_ bool *in_chain = NULL;
+	struct proto_writer w;
+	msgpack_packer *pk;
+	char ds[DIGEST_STR_SIZE];
+
+	if (strcmp(b->kind, "rootfs") == 0)
+		return 0;
+	if (b->rewrite_timestamp && b->epoch < 0)
+		log_warn("build=%s rewrite-timestamp=true without SOURCE_DATE_EPOCH, ignoring", b->id);
+	in_chain = image_chain(b);
+	b->rw = calloc(p->n_base + p->n_ops + 1, sizeof(*b->rw));
+	b->base_rw = calloc(p->n_base + 1, sizeof(int));
+	b->op_rw = calloc(p->n_ops + 1, sizeof(int));
+	if (!in_chain || !b->rw || !b->base_rw || !b->op_rw)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	for (size_t i = 0; i < p->n_base; i++) {
+		enum layer_compression c;
+
+		b->base_rw[i] = -1;
+		/* Foreign layers (unknown types) stay, as in BuildKit. */
+		if (b->force_compression && layer_compression_from_media_type(p->base[i].media_type, &c) == 0 &&
+		    c != b->compression)
+			b->base_rw[i] = rewrite_add(b, &p->base[i].l.digest, -1);
+	}
+	for (size_t i = 0; i < p->n_ops; i++) {
+		b->op_rw[i] = -1;
+		if (clamp && in_chain[i] && b->has_layer[i])
+			b->op_rw[i] = rewrite_add(b, &b->layers[i].digest, b->epoch);
+	}
+	if (b->n_rw == 0)
+		return 0;
+
+	proto_writer_init(&w, "job.rewrite", 0);
+	proto_w_str(&w, "build", b->id);
+	pk = proto_w_key(&w, "layers");
+	msgpack_pack_array(pk, b->n_rw);
+	for (size_t i = 0; i < b->n_rw; i++) {
+		bool level = b->compression_level != LAYER_LEVEL_DEFAULT;
+
+		msgpack_pack_map(pk, 3 + level);
+		proto_pack_str(pk, "digest");
+		proto_pack_str(pk, digest_fmt(&b->rw[i].src, ds));
+		proto_pack_str(pk, "compression");
+		proto_pack_str(pk, layer_compression_name(b->compression));
+		if (level) {
+			proto_pack_str(pk, "level");
+			msgpack_pack_int64(pk, b->compression_level);
+		}
+		proto_pack_str(pk, "epoch");
+		msgpack_pack_int64(pk, b->rw[i].epoch);
+	}
+	(void) peer_send(&b->node->peer, &w);
+	proto_writer_release(&w);
+	b->state = B_REWRITE;
+	log_info("build=%s node=%s rewriting %zu layer%s for the output", b->id, b->node->name, b->n_rw,
+		 b->n_rw == 1 ? "" : "s");
+	return 1;
+}
+
+/* job.rewritten {layers}: the new blobs, in the order asked. A recompressed
+ * base layer must keep its diff_id; every blob must be in the build's
+ * compression. */
+static int
+apply_rewritten(struct build *b, const struct proto_msg *m, struct kiln_err *err)
+{
+	const msgpack_object *a = proto_msg_get(m, "layers");
+	_cleanup_free_ struct op_layer *got = NULL;
+	_cleanup_free_ char (*mt)[128] = NULL;
+	struct plan *p = b->plan;
+
+	if (!a || a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size != b->n_rw)
+		return kiln_err_set(err, KILN_EPROTO, "node '%s' answered job.rewrite with %u layers for %zu",
+				    b->node->name, a && a->type == MSGPACK_OBJECT_ARRAY ? a->via.array.size : 0,
+				    b->n_rw);
+	got = calloc(b->n_rw, sizeof(*got));
+	mt = calloc(b->n_rw, sizeof(*mt));
+	if (!got || !mt)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	for (size_t i = 0; i < b->n_rw; i++) {
+		enum layer_compression c;
+
+		if (a->via.array.ptr[i].type != MSGPACK_OBJECT_MAP ||
+		    read_layer_obj(&a->via.array.ptr[i], &got[i], mt[i]) < 0 ||
+		    layer_compression_from_media_type(mt[i], &c) < 0 || c != b->compression)
+			return kiln_err_set(err, KILN_EPROTO, "node '%s': bad rewritten layer %zu",
+					    b->node->name, i);
+	}
+	for (size_t i = 0; i < p->n_base; i++) {
+		const struct op_layer *g;
+
+		if (b->base_rw[i] < 0)
+			continue;
+		g = &got[b->base_rw[i]];
+		if (!digest_equal(&g->diff_id, &p->base[i].l.diff_id))
+			return kiln_err_set(err, KILN_EPROTO,
+					    "node '%s': recompressed base layer %zu has another diff_id",
+					    b->node->name, i);
+		p->base[i].l.digest = g->digest;
+		p->base[i].l.size = g->size;
+		snprintf(p->base[i].media_type, sizeof(p->base[i].media_type), "%s", mt[b->base_rw[i]]);
+	}
+	for (size_t i = 0; i < p->n_ops; i++) {
+		if (b->op_rw[i] < 0)
+			continue;
+		b->layers[i] = got[b->op_rw[i]];
+		snprintf(b->layer_mt[i], sizeof(b->layer_mt[i]), "%s", mt[b->op_rw[i]]);
+	}
+	return 0;
 }
 
 /* Config, manifest and index for the finished build; sends job.export. */
@@ -870,19 +1025,15 @@ export_build(struct build *b, struct kiln_err *err)
 		d->digest = b->plan->base[i].l.digest;
 		d->size = (int64_t) b->plan->base[i].l.size;
 	}
-	/* The image is the last op; its layers are those of the chain of
-	 * inputs that leads to it (other stages only feed it). */
+	/* The image's layers: those of the chain of inputs that leads to the
+	 * last op. rewrite-timestamp marks the ones it clamped as BuildKit
+	 * does (OCI types only: Docker's descriptors carry no annotations). */
 	{
-		bool *in_chain = calloc(b->plan->n_ops + 1, sizeof(bool));
+		bool *in_chain = image_chain(b);
 
 		if (!in_chain) {
 			oci_manifest_release(&man);
 			return kiln_err_set(err, ENOMEM, "out of memory");
-		}
-		for (int i = (int) b->plan->n_ops - 1; i >= 0; i = b->plan->ops[i].input) {
-			in_chain[i] = true;
-			if (b->plan->ops[i].kind == OP_IMAGE)
-				break;
 		}
 		for (size_t i = 0; i < b->plan->n_ops; i++) {
 			struct oci_descriptor *d;
@@ -894,6 +1045,19 @@ export_build(struct build *b, struct kiln_err *err)
 				 layer_media_type(b->layer_mt[i], b->oci_mt));
 			d->digest = b->layers[i].digest;
 			d->size = (int64_t) b->layers[i].size;
+			if (b->oci_mt && b->op_rw && b->op_rw[i] >= 0 && b->rw[b->op_rw[i]].epoch >= 0) {
+				char v[24];
+
+				snprintf(v, sizeof(v), "%" PRId64, b->rw[b->op_rw[i]].epoch);
+				d->annotations = json_object();
+				if (!d->annotations ||
+				    json_object_set_new(d->annotations, "buildkit/rewritten-timestamp",
+							json_string(v)) < 0) {
+					free(in_chain);
+					oci_manifest_release(&man);
+					return kiln_err_set(err, ENOMEM, "out of memory");
+				}
+			}
 		}
 		free(in_chain);
 	}
@@ -920,7 +1084,38 @@ export_build(struct build *b, struct kiln_err *err)
 	snprintf(ix.media_type, sizeof(ix.media_type), "%s", OCI_MT_INDEX);
 	ix.manifests = &md;
 	ix.n_manifests = 1;
+	if (strcmp(b->kind, "docker") == 0 && b->n_names > 0) {
+		/* As containerd's archive exporter under BuildKit's docker
+		 * exporter: one entry per name, with the full name, which is
+		 * what podman load and containerd import name the image after. */
+		ix.manifests = calloc(b->n_names, sizeof(*ix.manifests));
+		if (!ix.manifests) {
+			json_decref(md.annotations);
+			oci_manifest_release(&man);
+			return kiln_err_set(err, ENOMEM, "out of memory");
+		}
+		ix.n_manifests = b->n_names;
+		for (size_t i = 0; i < b->n_names; i++) {
+			struct oci_descriptor *d = &ix.manifests[i];
+			struct registry_ref rr;
+			char full[REGISTRY_REF_STR_SIZE], dgs[DIGEST_STR_SIZE];
+
+			*d = md;
+			d->annotations = json_object();
+			if (registry_ref_parse(b->names[i], &rr, NULL) < 0 || !d->annotations)
+				continue;       /* names were checked at build.start */
+			json_object_set_new(d->annotations, "io.containerd.image.name",
+					    json_string(registry_ref_fmt(&rr, full, sizeof(full))));
+			json_object_set_new(d->annotations, OCI_ANNOT_REF_NAME,
+					    json_string(rr.tag[0] ? rr.tag : digest_fmt(&rr.digest, dgs)));
+		}
+	}
 	index = oci_index_dump(&ix, &ix_len);
+	if (ix.manifests != &md) {
+		for (size_t i = 0; i < ix.n_manifests; i++)
+			json_decref(ix.manifests[i].annotations);
+		free(ix.manifests);
+	}
 	json_decref(md.annotations);
 	if (!index) {
 		oci_manifest_release(&man);
@@ -1055,10 +1250,18 @@ builds_on_node(struct builds *bs, struct node *n, const struct proto_msg *m, zfr
 		}
 		return;
 	}
-	if (strcmp(t, "job.done") == 0) {
+	if (strcmp(t, "job.done") == 0 && b->state == B_RUN) {
+		int r;
+
 		(void) proto_msg_u64(m, "ctx_files", &b->ctx_files);
 		(void) proto_msg_u64(m, "ctx_bytes", &b->ctx_bytes);
-		if (export_build(b, &err) < 0)
+		r = start_rewrite(b, &err);
+		if (r == 0)
+			r = export_build(b, &err);
+		if (r < 0)
+			build_fail(bs, b, &err);
+	} else if (strcmp(t, "job.rewritten") == 0 && b->state == B_REWRITE) {
+		if (apply_rewritten(b, m, &err) < 0 || export_build(b, &err) < 0)
 			build_fail(bs, b, &err);
 	} else if (strcmp(t, "job.exported") == 0) {
 		send_done(b);

@@ -9,15 +9,16 @@
  * Coordinator -> client: build.secrets.need, build.need, progress,
  *                        output.begin, xfer.*, build.done, build.error
  * Coordinator -> node:   job.have, build.secrets, blob.put, xfer.*, job.run,
- *                        job.export
+ *                        job.rewrite (only when the output needs layers
+ *                        recompressed or their times clamped), job.export
  *
  * Secrets: build.secrets.need {ids} names the secret ids the planned RUNs
  * mount; the client answers build.secrets {secrets: [{id, value}]} with
  * the values it has, which is forwarded to the node frame for frame and
  * never decoded, logged or kept here.
  * Node -> coordinator:   job.missing, xfer.credit, step.start, step.log,
- *                        step.done, job.done, job.error, output.begin,
- *                        xfer.data, job.exported */
+ *                        step.done, job.done, job.error, job.rewritten,
+ *                        output.begin, xfer.data, job.exported */
 #ifndef KILN_BUILD_H
 #define KILN_BUILD_H
 
