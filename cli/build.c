@@ -87,6 +87,7 @@ struct output {
 	bool has_level;
 	int compression_level;
 	bool force_compression;
+	bool rewrite_timestamp;        /* clamp file times in the build's layers to SOURCE_DATE_EPOCH */
 };
 
 /* "true"/"false" (and buildx's other strconv.ParseBool spellings). */
@@ -188,7 +189,8 @@ usage(FILE *f)
 		"      --builder NAME           use this builder instead of the current one\n"
 		"  -h, --help                   show this help\n"
 		"\n"
-		"SOURCE_DATE_EPOCH, when set, fixes every timestamp so builds are reproducible.\n"
+		"SOURCE_DATE_EPOCH, when set, fixes the image's timestamps; with -o ...,rewrite-timestamp=true\n"
+		"file times in the layers the build makes are clamped to it too, for reproducible builds.\n"
 		"PATH/.dockerignore, or FILE.dockerignore next to the Dockerfile FILE, leaves files\n"
 		"out of the build context.\n");
 }
@@ -266,7 +268,7 @@ parse_output(const char *spec, struct output *o, struct kiln_err *err)
 	o->tar = true;
 	o->oci_mediatypes = -1;
 	o->compression[0] = '\0';
-	o->has_level = o->force_compression = false;
+	o->has_level = o->force_compression = o->rewrite_timestamp = false;
 	if (!strchr(s, '=')) {
 		snprintf(o->type, sizeof(o->type), "local");
 		snprintf(o->dest, sizeof(o->dest), "%s", s);
@@ -289,12 +291,7 @@ parse_output(const char *spec, struct output *o, struct kiln_err *err)
 				if (parse_bool(kv, eq + 1, &o->tar, err) < 0)
 					return -err->code;
 			} else if (strcmp(kv, "rewrite-timestamp") == 0) {
-				/* Layers always clamp file mtimes to SOURCE_DATE_EPOCH
-				 * (shared/layer.h), so true is what kiln does anyway
-				 * and false cannot turn it off: accepted, no effect. */
-				bool b;
-
-				if (parse_bool(kv, eq + 1, &b, err) < 0)
+				if (parse_bool(kv, eq + 1, &o->rewrite_timestamp, err) < 0)
 					return -err->code;
 			} else if (strcmp(kv, "oci-mediatypes") == 0) {
 				bool b;
@@ -504,6 +501,8 @@ send_start(struct session *s, const struct opts *o, const char *dockerfile, size
 		proto_w_i64(&w, "compression_level", s->out.compression_level);
 	if (s->out.force_compression)
 		proto_w_bool(&w, "force_compression", true);
+	if (s->out.rewrite_timestamp)
+		proto_w_bool(&w, "rewrite_timestamp", true);
 	if (strcmp(s->out.type, "image") == 0 || strcmp(s->out.type, "docker") == 0) {
 		/* name= wins over -t, as in buildx; several names split on ','. */
 		_cleanup_free_ char *names = strdup(s->out.name);

@@ -55,11 +55,21 @@ struct target {
 	bool *no_cache;               /* never answered from the index */
 	bool *reported;               /* "cached" progress sent */
 	int *job_of;                  /* OS_QUEUED: the job's serial */
+	int *rw_idx;                  /* per layer of the image: its rewrite, or -1 */
+	size_t n_rw_idx;
 	char manifest_digest[DIGEST_STR_SIZE];
 	char config_digest[DIGEST_STR_SIZE];
 };
 
 enum job_state { J_WAIT, J_SYNC, J_RUN, J_DONE };
+
+/* A layer the output wants in another form, made by the export node
+ * (job.rewrite): src recompressed to the build's compression, its file
+ * times clamped to epoch when epoch >= 0 (rewrite-timestamp). */
+struct rewrite {
+	struct digest src;
+	int64_t epoch;
+};
 
 struct sjob {
 	struct sjob *next;
@@ -110,6 +120,8 @@ struct build {
 	enum layer_compression compression;   /* of the layers the build makes */
 	int compression_level;        /* LAYER_LEVEL_DEFAULT or valid for compression */
 	bool force_compression;
+	bool rewrite_timestamp;       /* clamp file times in the build's layers at export */
+	bool rewriting;               /* job.rewrite sent, job.rewritten not yet */
 	bool no_cache;
 	char **ssh_ids;               /* the client's --ssh ids (never its sockets) */
 	size_t n_ssh_ids;
@@ -124,6 +136,8 @@ struct build {
 	char nodes_used[512];
 	char index_digest[DIGEST_STR_SIZE];
 	char *manifest_json;          /* top manifest of the output (for build.done) */
+	struct rewrite *rw;           /* job.rewrite: one per distinct request */
+	size_t n_rw;
 };
 
 struct builds {
@@ -168,6 +182,7 @@ target_release(struct target *t)
 	free(t->no_cache);
 	free(t->reported);
 	free(t->job_of);
+	free(t->rw_idx);
 	memset(t, 0, sizeof(*t));
 }
 
@@ -195,6 +210,7 @@ build_free(struct build *b)
 	op_strv_free(b->no_cache_filter, b->n_no_cache_filter);
 	op_strv_free(b->ssh_ids, b->n_ssh_ids);
 	free(b->manifest_json);
+	free(b->rw);
 	free(b);
 }
 
@@ -1417,25 +1433,33 @@ build_reset(struct builds *bs, struct build *b)
 /* The layer of a step.done, if any: 1 with *ret filled (media type gzip
  * when the node does not say), 0 without one. */
 static int
-read_layer(const struct proto_msg *m, struct solver_layer *ret)
+read_layer_obj(const msgpack_object *l, struct solver_layer *ret)
 {
-	const msgpack_object *l = proto_msg_get(m, "layer");
-	_cleanup_free_ char *d = NULL;
-	_cleanup_free_ char *diff = NULL;
-	_cleanup_free_ char *mt = NULL;
+	_cleanup_free_ char *d = proto_obj_get_strdup(l, "digest");
+	_cleanup_free_ char *diff = proto_obj_get_strdup(l, "diff_id");
+	_cleanup_free_ char *mt = proto_obj_get_strdup(l, "media_type");
 	enum layer_compression c = LAYER_GZIP;
 
-	if (!l)
-		return 0;
-	d = proto_obj_get_strdup(l, "digest");
-	diff = proto_obj_get_strdup(l, "diff_id");
-	mt = proto_obj_get_strdup(l, "media_type");
 	if (!d || !diff || digest_parse(d, &ret->l.digest) < 0 || digest_parse(diff, &ret->l.diff_id) < 0 ||
 	    proto_obj_get_u64(l, "size", &ret->l.size) < 0 ||
 	    (mt && layer_compression_from_media_type(mt, &c) < 0))
 		return -KILN_EPROTO;
 	snprintf(ret->media_type, sizeof(ret->media_type), "%s", layer_compression_media_type(c, true));
-	return 1;
+	return 0;
+}
+
+static int
+read_layer(const struct proto_msg *m, struct solver_layer *ret)
+{
+	const msgpack_object *l = proto_msg_get(m, "layer");
+	int r;
+
+	if (!l)
+		return 0;
+	if (l->type != MSGPACK_OBJECT_MAP)
+		return -KILN_EPROTO;
+	r = read_layer_obj(l, ret);
+	return r < 0 ? r : 1;
 }
 
 static void
@@ -1505,6 +1529,8 @@ on_step(struct builds *bs, struct sjob *j, const char *t, const struct proto_msg
 }
 
 static void send_export(struct builds *bs, struct sjob *j);
+static int start_rewrite(struct build *b, struct sjob *j, struct kiln_err *err);
+static int apply_rewritten(struct build *b, struct sjob *j, const struct proto_msg *m, struct kiln_err *err);
 
 static void
 on_job_done(struct builds *bs, struct sjob *j)
@@ -1522,7 +1548,12 @@ on_job_done(struct builds *bs, struct sjob *j)
 			(void) cache_hold(bs->cache, &rec->layers[i].l.digest, j->node->name, true, &err);
 	}
 	if (j->is_export) {
-		send_export(bs, j);
+		int r = start_rewrite(b, j, &err);
+
+		if (r < 0)
+			build_fail(bs, b, &err);
+		else if (r == 0)
+			send_export(bs, j);
 		return;
 	}
 	send_job_cancel(j);     /* the node forgets it: nothing is exported from it */
@@ -1632,6 +1663,11 @@ builds_on_node(struct builds *bs, struct node *n, const struct proto_msg *m, zfr
 		on_step(bs, j, t, m);
 	} else if (strcmp(t, "job.done") == 0) {
 		on_job_done(bs, j);
+	} else if (strcmp(t, "job.rewritten") == 0 && j->is_export && b->rewriting) {
+		if (apply_rewritten(b, j, m, &err) < 0)
+			build_fail(bs, b, &err);
+		else
+			send_export(bs, j);
 	} else if (strcmp(t, "ssh.req") == 0 || strcmp(t, "ssh.close") == 0) {
 		/* a step's agent traffic: to the client, its step numbered so
 		 * that the answer finds this job again (serial << 16 | step) */
@@ -1780,6 +1816,16 @@ make_image(struct build *b, struct target *t, struct made_image *mi, struct kiln
 			 layer_media_type(rec->layers[i].media_type, b->oci_mt));
 		d->digest = rec->layers[i].l.digest;
 		d->size = (int64_t) rec->layers[i].l.size;
+		/* as BuildKit marks the layers rewrite-timestamp clamped (OCI
+		 * types only: Docker's descriptors carry no annotations) */
+		if (b->oci_mt && i < t->n_rw_idx && t->rw_idx[i] >= 0 && b->rw[t->rw_idx[i]].epoch >= 0) {
+			char v[24];
+
+			snprintf(v, sizeof(v), "%" PRId64, b->rw[t->rw_idx[i]].epoch);
+			d->annotations = json_object();
+			if (d->annotations)
+				json_object_set_new(d->annotations, "buildkit/rewritten-timestamp", json_string(v));
+		}
 	}
 	mi->manifest = oci_manifest_dump(&man, &mi->manifest_len);
 	oci_manifest_release(&man);
@@ -1793,6 +1839,140 @@ make_image(struct build *b, struct target *t, struct made_image *mi, struct kiln
 	mi->desc.platform = t->platform;
 	digest_fmt(&mi->desc.digest, t->manifest_digest);
 	digest_fmt(&man.config.digest, t->config_digest);
+	return 0;
+}
+
+
+static int
+rewrite_add(struct build *b, const struct digest *src, int64_t epoch)
+{
+	for (size_t i = 0; i < b->n_rw; i++)
+		if (b->rw[i].epoch == epoch && digest_equal(&b->rw[i].src, src))
+			return (int) i;
+	b->rw[b->n_rw] = (struct rewrite) { .src = *src, .epoch = epoch };
+	return (int) b->n_rw++;
+}
+
+/* What the output needs rewritten before its manifests can be made, as
+ * BuildKit's exporters do it: with force-compression=true, base image
+ * layers in another compression than the build's are recompressed (the
+ * build's own layers are made in it); with rewrite-timestamp=true and
+ * SOURCE_DATE_EPOCH, the layers the build made get their file times
+ * clamped (the base image's never: its diff_ids stay). The export node,
+ * which holds every blob, does the work. 1 when job.rewrite was sent. */
+static int
+start_rewrite(struct build *b, struct sjob *j, struct kiln_err *err)
+{
+	bool clamp = b->rewrite_timestamp && b->epoch >= 0;
+	size_t total = 0;
+	struct proto_writer w;
+	msgpack_packer *pk;
+	char ds[DIGEST_STR_SIZE];
+
+	if (strcmp(b->kind, "rootfs") == 0)
+		return 0;
+	if (b->rewrite_timestamp && b->epoch < 0)
+		log_warn("build=%s rewrite-timestamp=true without SOURCE_DATE_EPOCH, ignoring", b->id);
+	for (size_t ti = 0; ti < b->n_targets; ti++)
+		total += b->targets[ti].recs[b->targets[ti].plan->n_ops - 1].n_layers;
+	free(b->rw);
+	b->n_rw = 0;
+	b->rw = calloc(total + 1, sizeof(*b->rw));
+	if (!b->rw)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	for (size_t ti = 0; ti < b->n_targets; ti++) {
+		struct target *t = &b->targets[ti];
+		const struct solver_rec *rec = &t->recs[t->plan->n_ops - 1];
+
+		free(t->rw_idx);
+		t->rw_idx = calloc(rec->n_layers + 1, sizeof(int));
+		if (!t->rw_idx)
+			return kiln_err_set(err, ENOMEM, "out of memory");
+		t->n_rw_idx = rec->n_layers;
+		for (size_t i = 0; i < rec->n_layers; i++) {
+			enum layer_compression c;
+
+			t->rw_idx[i] = -1;
+			/* foreign layers (unknown types) stay, as in BuildKit */
+			if (i < rec->n_base && b->force_compression &&
+			    layer_compression_from_media_type(rec->layers[i].media_type, &c) == 0 &&
+			    c != b->compression)
+				t->rw_idx[i] = rewrite_add(b, &rec->layers[i].l.digest, -1);
+			else if (i >= rec->n_base && clamp)
+				t->rw_idx[i] = rewrite_add(b, &rec->layers[i].l.digest, b->epoch);
+		}
+	}
+	if (b->n_rw == 0)
+		return 0;
+	proto_writer_init(&w, "job.rewrite", 0);
+	proto_w_str(&w, "build", j->id);
+	pk = proto_w_key(&w, "layers");
+	msgpack_pack_array(pk, b->n_rw);
+	for (size_t i = 0; i < b->n_rw; i++) {
+		bool level = b->compression_level != LAYER_LEVEL_DEFAULT;
+
+		msgpack_pack_map(pk, 3 + level);
+		proto_pack_str(pk, "digest");
+		proto_pack_str(pk, digest_fmt(&b->rw[i].src, ds));
+		proto_pack_str(pk, "compression");
+		proto_pack_str(pk, layer_compression_name(b->compression));
+		if (level) {
+			proto_pack_str(pk, "level");
+			msgpack_pack_int64(pk, b->compression_level);
+		}
+		proto_pack_str(pk, "epoch");
+		msgpack_pack_int64(pk, b->rw[i].epoch);
+	}
+	(void) peer_send(&j->node->peer, &w);
+	proto_writer_release(&w);
+	b->rewriting = true;
+	log_info("build=%s node=%s rewriting %zu layer%s for the output", b->id, j->node->name, b->n_rw,
+		 b->n_rw == 1 ? "" : "s");
+	return 1;
+}
+
+/* job.rewritten {layers}: the new blobs, in the order asked. A recompressed
+ * base layer must keep its diff_id; every blob must be in the build's
+ * compression. */
+static int
+apply_rewritten(struct build *b, struct sjob *j, const struct proto_msg *m, struct kiln_err *err)
+{
+	const msgpack_object *a = proto_msg_get(m, "layers");
+	_cleanup_free_ struct solver_layer *got = NULL;
+
+	b->rewriting = false;
+	if (!a || a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size != b->n_rw)
+		return kiln_err_set(err, KILN_EPROTO, "node '%s' answered job.rewrite with %u layers for %zu",
+				    j->node->name, a && a->type == MSGPACK_OBJECT_ARRAY ? a->via.array.size : 0,
+				    b->n_rw);
+	got = calloc(b->n_rw + 1, sizeof(*got));
+	if (!got)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	for (size_t i = 0; i < b->n_rw; i++) {
+		enum layer_compression c;
+
+		if (a->via.array.ptr[i].type != MSGPACK_OBJECT_MAP ||
+		    read_layer_obj(&a->via.array.ptr[i], &got[i]) < 0 ||
+		    layer_compression_from_media_type(got[i].media_type, &c) < 0 || c != b->compression)
+			return kiln_err_set(err, KILN_EPROTO, "node '%s': bad rewritten layer %zu", j->node->name, i);
+	}
+	for (size_t ti = 0; ti < b->n_targets; ti++) {
+		struct target *t = &b->targets[ti];
+		struct solver_rec *rec = &t->recs[t->plan->n_ops - 1];
+
+		for (size_t i = 0; i < rec->n_layers && i < t->n_rw_idx; i++) {
+			const struct solver_layer *g;
+
+			if (t->rw_idx[i] < 0)
+				continue;
+			g = &got[t->rw_idx[i]];
+			if (b->rw[t->rw_idx[i]].epoch < 0 && !digest_equal(&g->l.diff_id, &rec->layers[i].l.diff_id))
+				return kiln_err_set(err, KILN_EPROTO,
+						    "node '%s': recompressed base layer %zu has another diff_id",
+						    j->node->name, i);
+			rec->layers[i] = *g;
+		}
+	}
 	return 0;
 }
 
@@ -1903,7 +2083,35 @@ send_export(struct builds *bs, struct sjob *j)
 	snprintf(ix.media_type, sizeof(ix.media_type), "%s", OCI_MT_INDEX);
 	ix.manifests = &top_desc;
 	ix.n_manifests = 1;
+	if (strcmp(b->kind, "docker") == 0 && b->n_names > 0 &&
+	    (ix.manifests = calloc(b->n_names, sizeof(*ix.manifests)))) {
+		/* As containerd's archive exporter under BuildKit's docker
+		 * exporter: one entry per name, with the full name, which is
+		 * what podman load and containerd import name the image after. */
+		ix.n_manifests = b->n_names;
+		for (size_t i = 0; i < b->n_names; i++) {
+			struct oci_descriptor *d = &ix.manifests[i];
+			struct registry_ref rr;
+			char full[REGISTRY_REF_STR_SIZE], dgs[DIGEST_STR_SIZE];
+
+			*d = top_desc;
+			d->annotations = json_object();
+			if (registry_ref_parse(b->names[i], &rr, NULL) < 0 || !d->annotations)
+				continue;       /* names were checked at build.start */
+			json_object_set_new(d->annotations, "io.containerd.image.name",
+					    json_string(registry_ref_fmt(&rr, full, sizeof(full))));
+			json_object_set_new(d->annotations, OCI_ANNOT_REF_NAME,
+					    json_string(rr.tag[0] ? rr.tag : digest_fmt(&rr.digest, dgs)));
+		}
+	} else if (!ix.manifests) {
+		ix.manifests = &top_desc;
+	}
 	layout = oci_index_dump(&ix, &layout_len);
+	if (ix.manifests != &top_desc) {
+		for (size_t i = 0; i < ix.n_manifests; i++)
+			json_decref(ix.manifests[i].annotations);
+		free(ix.manifests);
+	}
 	json_decref(top_desc.annotations);
 	if (!layout) {
 		r = kiln_err_set(&err, ENOMEM, "out of memory");
@@ -2148,37 +2356,11 @@ read_compression(struct build *b, const struct proto_msg *m, struct kiln_err *er
 	b->compression_level = (int) level;
 	b->force_compression = false;
 	(void) proto_msg_bool(m, "force_compression", &b->force_compression);
+	b->rewrite_timestamp = false;
+	(void) proto_msg_bool(m, "rewrite_timestamp", &b->rewrite_timestamp);
 	return 0;
 }
 
-/* force-compression=true means base image layers in another compression
- * are recompressed for the output. kiln cannot do that yet, so such a
- * build fails before anything runs; when every base layer already has the
- * build's compression (or there is none), force changes nothing. */
-static int
-check_force_compression(const struct build *b, const struct plan *p, struct kiln_err *err)
-{
-	const char *first = NULL;
-	size_t differ = 0;
-
-	if (!b->force_compression)
-		return 0;
-	for (size_t i = 0; i < p->n_base; i++) {
-		enum layer_compression c;
-
-		if (layer_compression_from_media_type(p->base[i].media_type, &c) < 0 ||
-		    c != b->compression) {
-			first = first ? first : p->base[i].media_type;
-			differ++;
-		}
-	}
-	if (differ == 0)
-		return 0;
-	return kiln_err_set(err, ENOTSUP,
-			    "force-compression=true is not supported yet: %zu base image layer%s would have "
-			    "to be recompressed to %s (the first is %s)", differ, differ == 1 ? "" : "s",
-			    layer_compression_name(b->compression), first);
-}
 
 static int
 read_strv(const struct proto_msg *m, const char *key, char ***ret, size_t *ret_n, struct kiln_err *err)
@@ -2519,6 +2701,15 @@ on_build_start(struct builds *bs, const struct peer *from, const struct proto_ms
 		build_fail(bs, b, &err);
 		return;
 	}
+	for (size_t i = 0; i < b->n_names; i++) {
+		struct registry_ref rr;
+
+		if (registry_ref_parse(b->names[i], &rr, &err) < 0) {
+			kiln_err_wrap(&err, "invalid image name");
+			build_fail(bs, b, &err);
+			return;
+		}
+	}
 	{
 		_cleanup_free_ char *call = proto_msg_strdup(m, "call");
 
@@ -2556,8 +2747,6 @@ on_build_start(struct builds *bs, const struct peer *from, const struct proto_ms
 		}
 		b->n_targets++;
 		r = start_plan(b, m, &t->platform, build_platform_for(bs, &t->platform), &t->plan, &err);
-		if (r == 0)
-			r = check_force_compression(b, t->plan, &err);
 		if (r == 0)
 			r = target_init(b, t, &err);
 		if (r < 0) {

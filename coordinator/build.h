@@ -10,7 +10,9 @@
  *                        output.begin, xfer.*, build.done, build.error,
  *                        ssh.req, ssh.close
  * Coordinator -> node:   job.have, build.secrets, blob.put, xfer.*, job.run,
- *                        job.export, ssh.resp
+ *                        job.rewrite (only when the output needs layers
+ *                        recompressed or their times clamped), job.export,
+ *                        ssh.resp
  *
  * Secrets: build.secrets.need {ids} names the secret ids the planned RUNs
  * mount; the client answers build.secrets {secrets: [{id, value}]} with
@@ -24,8 +26,9 @@
  * relayed as is; ssh.close {step[, conn]} tells the client a connection
  * or the step's mounts ended.
  * Node -> coordinator:   job.missing, xfer.credit, step.start, step.log,
- *                        step.done, job.done, job.error, output.begin,
- *                        xfer.data, job.exported, ssh.req, ssh.close */
+ *                        step.done, job.done, job.error, job.rewritten,
+ *                        output.begin, xfer.data, job.exported, ssh.req,
+ *                        ssh.close */
 #ifndef KILN_BUILD_H
 #define KILN_BUILD_H
 

@@ -7,8 +7,8 @@
  * an extended header) into zlib and the blob store, hashing the tar for the
  * diff_id on the way. Everything that could differ between two machines
  * holding the same tree is left out or fixed: no atime/ctime, no user or
- * group names, whole-second mtimes (clamped to the epoch when one is
- * given), xattrs in name order, hard links named after the first path of
+ * group names, whole-second mtimes (a layer keeps the tree's; the rootfs
+ * writer clamps them to an epoch when given), xattrs in name order, hard links named after the first path of
  * the inode in sort order, and a gzip header without name or time and with
  * the OS byte forced to Unix. zstd output is one frame from a single-threaded
  * context with every frame flag pinned (checksum on, no dictionary id, no
@@ -32,6 +32,12 @@
  * since they would steer the overlay mount (redirects, opacity) rather than
  * describe a file. The tree is built in a temporary sibling and renamed
  * into place only when complete; this module never leaves half a layer.
+ *
+ * Rewriting (for an output): a stored layer decompressed and compressed
+ * again, either byte for byte (force-compression: the diff_id stays) or
+ * read by libarchive and written again by the same writer with later times
+ * clamped (rewrite-timestamp). Both go through the same reader (sniffing,
+ * checksums) and the same blob sink as making a layer.
  *
  * Not here: knowing which layers a build stacks (worker/snapshot.c) or
  * mounting them (kiln-run). Functions are thread-safe: no static state. */
@@ -488,43 +494,47 @@ sink_zstd(struct sink *s, const void *buf, size_t len, ZSTD_EndDirective end)
 	return 0;
 }
 
-static la_ssize_t
-sink_write(struct archive *a, void *data, const void *buf, size_t len)
+/* Send len bytes of tar through s (hashed for the diff_id when asked). On
+ * failure s->failed holds the error too. */
+static int
+sink_put(struct sink *s, const void *buf, size_t len)
 {
-	struct sink *s = data;
-	int r;
+	int r = 0;
 
 	if (s->tar_dc)
 		digest_ctx_update(s->tar_dc, buf, len);
 	if (s->cw && s->comp == LAYER_ZSTD) {
 		r = sink_zstd(s, buf, len, ZSTD_e_continue);
-		if (r < 0)
-			goto fail;
 	} else if (s->cw && s->comp == LAYER_NONE) {
 		r = cas_writer_write(s->cw, buf, len, s->err);
-		if (r < 0)
-			goto fail;
 	} else if (s->cw) {
 		/* zlib takes uInt lengths; libarchive blocks are far smaller. */
-		for (size_t off = 0; off < len; off += UINT_MAX) {
+		for (size_t off = 0; r == 0 && off < len; off += UINT_MAX) {
 			size_t chunk = len - off > UINT_MAX ? UINT_MAX : len - off;
 
 			r = sink_deflate(s, (const char *) buf + off, chunk, Z_NO_FLUSH);
-			if (r < 0)
-				goto fail;
 		}
 	} else {
 		r = kiln_write_all(s->fd, buf, len);
-		if (r < 0) {
+		if (r < 0)
 			kiln_err_errno(s->err, -r, "write tar");
-			goto fail;
-		}
+	}
+	if (r < 0)
+		s->failed = r;
+	return r;
+}
+
+static la_ssize_t
+sink_write(struct archive *a, void *data, const void *buf, size_t len)
+{
+	struct sink *s = data;
+	int r = sink_put(s, buf, len);
+
+	if (r < 0) {
+		archive_set_error(a, -r, "%s", s->err ? s->err->msg : "write failed");
+		return -1;
 	}
 	return (la_ssize_t) len;
-fail:
-	s->failed = r;
-	archive_set_error(a, -r, "%s", s->err ? s->err->msg : "write failed");
-	return -1;
 }
 
 /* The error of a failed archive call: ours if the sink failed, else libarchive's. */
@@ -902,80 +912,124 @@ layer_compression_from_media_type(const char *mt, enum layer_compression *ret)
 	return -EINVAL;
 }
 
-int
-layer_make(struct cas *cas, const char *dir, int64_t epoch, enum layer_compression comp, int level,
-	   struct layer_info *ret, struct kiln_err *err)
+static int
+check_level(enum layer_compression comp, int level, struct kiln_err *err)
 {
-	const char *roots[1] = { dir };
-	_cleanup_free_ struct sink *s = NULL;
-	struct digest diff_id, digest;
-	struct walk w;
-	uint64_t size;
-	int r;
-
 	if ((comp != LAYER_GZIP && comp != LAYER_ZSTD && comp != LAYER_NONE) ||
 	    !layer_level_valid(comp, level))
 		return kiln_err_set(err, EINVAL, "compression level %d is out of range for %s", level,
 				    layer_compression_name(comp));
-	r = walk_trees(&w, roots, 1, false, err);
-	if (r < 0)
-		goto out_walk;
-	if (w.n == 0) {
-		r = 1;
-		goto out_walk;
-	}
-	s = calloc(1, sizeof(*s));
-	if (!s) {
-		r = kiln_err_set(err, ENOMEM, "out of memory");
-		goto out_walk;
-	}
+	return 0;
+}
+
+static void
+sink_free(struct sink *s)
+{
+	if (!s)
+		return;
+	if (s->cw)
+		cas_writer_abort(s->cw);
+	sink_stop(s);
+	digest_ctx_free(s->tar_dc);
+	free(s);
+}
+
+/* A sink into a new blob of cas: the tar compressed as comp at level
+ * (checked), hashed for the diff_id on the way. */
+static int
+sink_open_blob(struct cas *cas, enum layer_compression comp, int level, struct sink **ret,
+	       struct kiln_err *err)
+{
+	struct sink *s = calloc(1, sizeof(*s));
+	int r;
+
+	if (!s)
+		return kiln_err_set(err, ENOMEM, "out of memory");
 	s->err = err;
 	s->fd = -1;
 	s->tar_dc = digest_ctx_new();
 	if (!s->tar_dc) {
-		r = kiln_err_set(err, ENOMEM, "out of memory");
-		goto out_walk;
+		sink_free(s);
+		return kiln_err_set(err, ENOMEM, "out of memory");
 	}
 	r = sink_start(s, comp, level, err);
-	if (r < 0)
-		goto out_compressor;
-	r = cas_writer_new(cas, NULL, &s->cw, err);
-	if (r < 0)
-		goto out_compressor;
-	r = write_tar(&w, s, epoch, err);
-	if (r < 0)
-		goto out_writer;
+	if (r == 0)
+		r = cas_writer_new(cas, NULL, &s->cw, err);
+	if (r < 0) {
+		sink_free(s);
+		return r;
+	}
+	*ret = s;
+	return 0;
+}
+
+/* Flush the compressor and store the blob under the OCI media type of its
+ * compression; *ret gets its digests and size. */
+static int
+sink_commit_blob(struct sink *s, struct layer_info *ret, struct kiln_err *err)
+{
+	struct digest diff_id, digest;
+	uint64_t size;
+	int r;
+
 	r = sink_finish(s);
 	if (r < 0)
-		goto out_writer;
+		return r;
 	digest_ctx_final(s->tar_dc, &diff_id);
 	size = cas_writer_size(s->cw);
-	r = cas_writer_commit(STEAL_PTR(s->cw), layer_compression_media_type(comp, true), &digest, err);
-	if (r < 0) {
-		kiln_err_wrap(err, "store layer of '%s'", dir);
-		goto out_compressor;
-	}
+	r = cas_writer_commit(STEAL_PTR(s->cw), layer_compression_media_type(s->comp, true), &digest,
+			      err);
+	if (r < 0)
+		return r;
 	ret->diff_id = diff_id;
 	ret->digest = digest;
 	ret->size = size;
-	r = 0;
-	goto out_compressor;
-out_writer:
-	cas_writer_abort(s->cw);
-	kiln_err_wrap(err, "make layer of '%s'", dir);
-out_compressor:
-	sink_stop(s);
-	digest_ctx_free(s->tar_dc);
-out_walk:
+	return 0;
+}
+
+int
+layer_make(struct cas *cas, const char *dir, enum layer_compression comp, int level,
+	   struct layer_info *ret, struct kiln_err *err)
+{
+	const char *roots[1] = { dir };
+	struct sink *s = NULL;
+	struct walk w;
+	int r;
+
+	r = check_level(comp, level, err);
+	if (r < 0)
+		return r;
+	r = walk_trees(&w, roots, 1, false, err);
+	if (r < 0)
+		goto out;
+	if (w.n == 0) {
+		r = 1;
+		goto out;
+	}
+	r = sink_open_blob(cas, comp, level, &s, err);
+	if (r < 0)
+		goto out;
+	/* No epoch: file times stay as they are; clamping them is an
+	 * exporter's choice (layer_rewrite), so a step's layer never depends
+	 * on how the image is exported. */
+	r = write_tar(&w, s, -1, err);
+	if (r < 0) {
+		kiln_err_wrap(err, "make layer of '%s'", dir);
+		goto out;
+	}
+	r = sink_commit_blob(s, ret, err);
+	if (r < 0)
+		kiln_err_wrap(err, "store layer of '%s'", dir);
+out:
+	sink_free(s);
 	walk_close(&w, 1);
 	return r;
 }
 
 int
-layer_from_dir(struct cas *cas, const char *dir, int64_t epoch, struct layer_info *ret,
-	       struct kiln_err *err)
+layer_from_dir(struct cas *cas, const char *dir, struct layer_info *ret, struct kiln_err *err)
 {
-	return layer_make(cas, dir, epoch, LAYER_GZIP, LAYER_LEVEL_DEFAULT, ret, err);
+	return layer_make(cas, dir, LAYER_GZIP, LAYER_LEVEL_DEFAULT, ret, err);
 }
 
 int
@@ -1678,40 +1732,50 @@ out:
 	return r;
 }
 
-int
-layer_extract(const char *blob_path, const char *dest, struct digest *ret_diff_id,
-	      struct kiln_err *err)
+static void
+xin_close(struct xin *in)
 {
-	_cleanup_free_ struct xin *in = NULL;
-	_cleanup_free_ char *tmp = NULL;
-	struct xctx x = { .root = -1, .cfd = -1, .err = err, .entry = "" };
+	if (!in)
+		return;
+	if (in->z_ready)
+		inflateEnd(&in->z);
+	ZSTD_freeDCtx(in->zd);
+	digest_ctx_free(in->dc);
+	if (in->fd >= 0)
+		(void) close(in->fd);
+	free(in);
+}
+
+/* Open the layer blob at path for reading its tar: the compression is
+ * sniffed from the first bytes (gzip, zstd, else a plain tar). With hash,
+ * the uncompressed stream is hashed as it is read. */
+static int
+xin_open(const char *path, bool hash, struct xin **ret, struct kiln_err *err)
+{
+	struct xin *in = calloc(1, sizeof(*in));
 	unsigned char magic[4];
-	struct stat st;
 	ssize_t n;
 	int r;
 
-	if (lstat(dest, &st) == 0)
-		return kiln_err_set(err, EEXIST, "extract layer: '%s' exists", dest);
-	if (errno != ENOENT)
-		return kiln_err_errno(err, errno, "extract layer: stat '%s'", dest);
-	in = calloc(1, sizeof(*in));
 	if (!in)
 		return kiln_err_set(err, ENOMEM, "out of memory");
 	in->err = err;
-	in->fd = open(blob_path, O_RDONLY | O_CLOEXEC);
-	if (in->fd < 0)
-		return kiln_err_errno(err, errno, "open layer blob '%s'", blob_path);
+	in->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (in->fd < 0) {
+		r = kiln_err_errno(err, errno, "open layer blob '%s'", path);
+		goto fail;
+	}
 	n = pread(in->fd, magic, sizeof(magic), 0);
 	if (n < 0) {
-		r = kiln_err_errno(err, errno, "read layer blob '%s'", blob_path);
-		goto out_close;
+		r = kiln_err_errno(err, errno, "read layer blob '%s'", path);
+		goto fail;
 	}
 	in->comp = LAYER_NONE;
 	if (n >= 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
 		in->comp = LAYER_GZIP;
 		if (inflateInit2(&in->z, 16 + 15) != Z_OK) {
 			r = kiln_err_set(err, ENOMEM, "gzip: init failed");
-			goto out_close;
+			goto fail;
 		}
 		in->z_ready = true;
 	} else if (n == 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd) {
@@ -1719,16 +1783,40 @@ layer_extract(const char *blob_path, const char *dest, struct digest *ret_diff_i
 		in->zd = ZSTD_createDCtx();
 		if (!in->zd) {
 			r = kiln_err_set(err, ENOMEM, "zstd: init failed");
-			goto out_close;
+			goto fail;
 		}
 	}
-	if (ret_diff_id) {
+	if (hash) {
 		in->dc = digest_ctx_new();
 		if (!in->dc) {
 			r = kiln_err_set(err, ENOMEM, "out of memory");
-			goto out_close;
+			goto fail;
 		}
 	}
+	*ret = in;
+	return 0;
+fail:
+	xin_close(in);
+	return r;
+}
+
+int
+layer_extract(const char *blob_path, const char *dest, struct digest *ret_diff_id,
+	      struct kiln_err *err)
+{
+	struct xin *in = NULL;
+	_cleanup_free_ char *tmp = NULL;
+	struct xctx x = { .root = -1, .cfd = -1, .err = err, .entry = "" };
+	struct stat st;
+	int r;
+
+	if (lstat(dest, &st) == 0)
+		return kiln_err_set(err, EEXIST, "extract layer: '%s' exists", dest);
+	if (errno != ENOENT)
+		return kiln_err_errno(err, errno, "extract layer: stat '%s'", dest);
+	r = xin_open(blob_path, ret_diff_id != NULL, &in, err);
+	if (r < 0)
+		return r;
 	tmp = kiln_strdupf("%s.tmp-XXXXXX", dest);
 	if (!tmp) {
 		r = kiln_err_set(err, ENOMEM, "out of memory");
@@ -1774,11 +1862,149 @@ out_close:
 	for (size_t i = 0; i < x.ndirs; i++)
 		free(x.dirs[i].path);
 	free(x.dirs);
-	if (in->z_ready)
-		inflateEnd(&in->z);
-	ZSTD_freeDCtx(in->zd);
-	digest_ctx_free(in->dc);
-	(void) close(in->fd);
+	xin_close(in);
+	return r;
+}
+
+/* ---- rewriting a layer for an output ---- */
+
+/* Is t (seconds, nanoseconds) later than epoch? */
+static bool
+after_epoch(time_t sec, long nsec, int64_t epoch)
+{
+	return (int64_t) sec > epoch || ((int64_t) sec == epoch && nsec > 0);
+}
+
+/* Read every entry of in's tar and write it again to s, with times later
+ * than epoch set to epoch, then hash what follows the end of the archive
+ * (which also checks the gzip CRC or zstd checksum of in). */
+static int
+rewrite_entries(struct xin *in, struct sink *s, int64_t epoch, struct kiln_err *err)
+{
+	_cleanup_free_ char *buf = malloc(COPY_CHUNK);
+	struct archive *ra = archive_read_new();
+	struct archive *wa = NULL;
+	struct archive_entry *e;
+	int r = 0;
+
+	if (!buf || !ra) {
+		r = kiln_err_set(err, ENOMEM, "out of memory");
+		goto out;
+	}
+	archive_read_support_format_tar(ra);
+	archive_read_support_format_empty(ra);
+	if (archive_read_open(ra, in, NULL, xin_read, NULL) != ARCHIVE_OK) {
+		r = in->failed < 0 ? in->failed : archive_fail(ra, NULL, err, "read layer");
+		goto out;
+	}
+	wa = tar_writer_new(s, err);
+	if (!wa) {
+		r = -err->code;
+		goto out;
+	}
+	for (;;) {
+		int ar = archive_read_next_header(ra, &e);
+
+		if (ar == ARCHIVE_EOF)
+			break;
+		if (ar < ARCHIVE_WARN) {
+			r = in->failed < 0 ? in->failed : archive_fail(ra, NULL, err, "read layer");
+			goto out;
+		}
+		/* As BuildKit's rewrite-timestamp: mtime, atime and ctime
+		 * clamped; older times stay. */
+		if (archive_entry_mtime_is_set(e) &&
+		    after_epoch(archive_entry_mtime(e), archive_entry_mtime_nsec(e), epoch))
+			archive_entry_set_mtime(e, (time_t) epoch, 0);
+		if (archive_entry_atime_is_set(e) &&
+		    after_epoch(archive_entry_atime(e), archive_entry_atime_nsec(e), epoch))
+			archive_entry_set_atime(e, (time_t) epoch, 0);
+		if (archive_entry_ctime_is_set(e) &&
+		    after_epoch(archive_entry_ctime(e), archive_entry_ctime_nsec(e), epoch))
+			archive_entry_set_ctime(e, (time_t) epoch, 0);
+		if (archive_write_header(wa, e) < ARCHIVE_WARN) {
+			r = archive_fail(wa, s, err, "write tar");
+			goto out;
+		}
+		for (;;) {
+			la_ssize_t n = archive_read_data(ra, buf, COPY_CHUNK);
+
+			if (n == 0)
+				break;
+			if (n < 0) {
+				r = in->failed < 0 ? in->failed : archive_fail(ra, NULL, err, "read layer");
+				goto out;
+			}
+			if (archive_write_data(wa, buf, (size_t) n) != n) {
+				r = archive_fail(wa, s, err, "write tar");
+				goto out;
+			}
+		}
+	}
+	for (;;) {
+		ssize_t n = xin_next(in);
+
+		if (n < 0) {
+			r = (int) n;
+			goto out;
+		}
+		if (n == 0)
+			break;
+	}
+	if (archive_write_close(wa) != ARCHIVE_OK)
+		r = archive_fail(wa, s, err, "finish tar");
+out:
+	if (wa)
+		archive_write_free(wa);
+	if (ra)
+		archive_read_free(ra);
+	return r;
+}
+
+/* Copy in's uncompressed stream to s unchanged. */
+static int
+copy_stream(struct xin *in, struct sink *s)
+{
+	for (;;) {
+		ssize_t n = xin_next(in);
+		int r;
+
+		if (n <= 0)
+			return (int) n;
+		r = sink_put(s, in->out, (size_t) n);
+		if (r < 0)
+			return r;
+	}
+}
+
+int
+layer_rewrite(struct cas *cas, const struct digest *src, enum layer_compression comp, int level,
+	      int64_t epoch, struct layer_info *ret, struct kiln_err *err)
+{
+	char path[PATH_MAX], ds[DIGEST_STR_SIZE];
+	struct sink *s = NULL;
+	struct xin *in = NULL;
+	int r;
+
+	r = check_level(comp, level, err);
+	if (r < 0)
+		return r;
+	if (cas_path(cas, src, path, sizeof(path)) < 0)
+		return kiln_err_set(err, ENAMETOOLONG, "blob path too long");
+	r = xin_open(path, false, &in, err);
+	if (r < 0)
+		goto out;
+	r = sink_open_blob(cas, comp, level, &s, err);
+	if (r < 0)
+		goto out;
+	r = epoch >= 0 ? rewrite_entries(in, s, epoch, err) : copy_stream(in, s);
+	if (r == 0)
+		r = sink_commit_blob(s, ret, err);
+out:
+	if (r < 0)
+		kiln_err_wrap(err, "rewrite layer %s", digest_fmt(src, ds));
+	sink_free(s);
+	xin_close(in);
 	return r;
 }
 

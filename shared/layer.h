@@ -3,8 +3,9 @@
  * that overlayfs can stack.
  *
  * Making a layer: entries sorted by path (bytewise), uid/gid numeric with
- * empty user/group names, no atime/ctime, mtimes clamped to epoch when
- * epoch >= 0, overlay whiteouts (char device 0/0) written as OCI ".wh.NAME"
+ * empty user/group names, no atime/ctime, whole-second mtimes as in the
+ * tree (never clamped: that is an exporter's choice, see layer_rewrite),
+ * overlay whiteouts (char device 0/0) written as OCI ".wh.NAME"
  * files and opaque directories (xattr trusted.overlay.opaque=y) as
  * ".wh..wh..opq"; xattrs other than trusted.overlay.* kept. gzip through
  * zlib with a header that has no name and no time; zstd through libzstd as
@@ -47,11 +48,24 @@ struct layer_info {
  * otherwise). Returns 1 and stores nothing when dir holds no entries, else
  * 0 with *ret filled and the blob stored in cas under the OCI layer media
  * type of comp. */
-int layer_make(struct cas *cas, const char *dir, int64_t epoch, enum layer_compression comp,
-	       int level, struct layer_info *ret, struct kiln_err *err);
+int layer_make(struct cas *cas, const char *dir, enum layer_compression comp, int level,
+	       struct layer_info *ret, struct kiln_err *err);
 /* layer_make with gzip at the default level. */
-int layer_from_dir(struct cas *cas, const char *dir, int64_t epoch, struct layer_info *ret,
-		   struct kiln_err *err);
+int layer_from_dir(struct cas *cas, const char *dir, struct layer_info *ret, struct kiln_err *err);
+
+/* The one export-time conversion of a stored layer (force-compression,
+ * rewrite-timestamp): read blob src of cas (gzip, zstd or plain tar,
+ * sniffed; checksums verified) and store it again as comp at level, under
+ * the OCI media type of comp; *ret gets the new blob's digests and size.
+ * With epoch < 0 the uncompressed bytes are kept as they are, so the
+ * diff_id does not change. With epoch >= 0 the tar is read and written
+ * again by layer_make's writer with every mtime, atime and ctime later than
+ * epoch set to epoch (BuildKit's rewrite-timestamp): the diff_id changes
+ * when a time did, and a layer layer_make wrote comes out as layer_make
+ * would have written the tree with those times. Deterministic as
+ * layer_make. */
+int layer_rewrite(struct cas *cas, const struct digest *src, enum layer_compression comp, int level,
+		  int64_t epoch, struct layer_info *ret, struct kiln_err *err);
 
 /* "gzip", "zstd", "uncompressed" (buildx's names) <-> the enum. parse
  * returns -EINVAL for any other name. */
@@ -76,7 +90,8 @@ int layer_extract(const char *blob_path, const char *dest, struct digest *ret_di
 /* Write a plain tar of the union of the overlay-form directories lowers[0]
  * (top) .. lowers[n-1] (bottom) to fd: upper entries hide lower ones,
  * whiteouts delete, opaque directories hide everything below them. Same
- * determinism rules as layer_from_dir. */
+ * determinism rules as layer_from_dir, and mtimes later than epoch are set
+ * to epoch when epoch >= 0. */
 int layer_write_rootfs_tar(const char *const *lowers, unsigned n, int fd, int64_t epoch,
 			   struct kiln_err *err);
 

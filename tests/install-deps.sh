@@ -5,7 +5,7 @@ set -e
 PKGS="build-essential pkg-config clang libzmq3-dev libczmq-dev libmsgpack-dev liblmdb-dev
  libssl-dev libarchive-dev libcurl4-openssl-dev libjansson-dev libcmocka-dev zlib1g-dev libzstd-dev
  skopeo umoci docker-registry qemu-user-static binfmt-support busybox-static
- apache2-utils curl jq perl zstd"
+ apache2-utils curl jq perl zstd podman"
 missing=""
 for p in $PKGS; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

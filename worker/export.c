@@ -1,6 +1,8 @@
-/* OCI layout and docker-archive tar writers. The rootfs exporters live in
- * shared/layer.c (layer_write_rootfs_tar); this module only packs
- * already-stored blobs. A docker archive is the OCI layout plus Docker's
+/* OCI layout and docker-archive tar writers, and the layer rewrites an
+ * output asks for before its manifest is made (force-compression,
+ * rewrite-timestamp: shared/layer.c's layer_rewrite, run here on the node
+ * that holds the blobs). The rootfs exporters live in shared/layer.c
+ * (layer_write_rootfs_tar); this module only packs already-stored blobs. A docker archive is the OCI layout plus Docker's
  * manifest.json pointing into blobs/sha256 (what BuildKit's docker exporter
  * and docker save since 25.0 write), so one file serves both readers. */
 #include <archive.h>
@@ -8,6 +10,7 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,6 +20,8 @@
 #include "digest.h"
 #include "err.h"
 #include "export.h"
+#include "log.h"
+#include "util.h"
 
 static int
 put_entry(struct archive *a, const char *name, mode_t type, int64_t size, int64_t mtime,
@@ -185,4 +190,23 @@ export_docker_tar(struct cas *cas, const char *index_json, size_t index_len,
 	if (!mj)
 		return kiln_err_set(err, ENOMEM, "out of memory");
 	return write_layout(cas, index_json, index_len, mj, mj_len, blobs, n_blobs, epoch, fd, err);
+}
+
+int
+export_rewrite_layers(struct cas *cas, struct export_rewrite *v, size_t n, struct kiln_err *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		char from[DIGEST_STR_SIZE], to[DIGEST_STR_SIZE];
+		int64_t t0 = kiln_now_ms();
+		int r;
+
+		r = layer_rewrite(cas, &v[i].src, v[i].comp, v[i].level, v[i].epoch, &v[i].out, err);
+		if (r < 0)
+			return r;
+		log_info("layer %s rewritten as %s (%s%s) in %" PRId64 " ms, %" PRIu64 " bytes",
+			 digest_fmt(&v[i].src, from), digest_fmt(&v[i].out.digest, to),
+			 layer_compression_name(v[i].comp), v[i].epoch >= 0 ? ", times clamped" : "",
+			 kiln_now_ms() - t0, v[i].out.size);
+	}
+	return 0;
 }

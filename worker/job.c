@@ -202,7 +202,7 @@ finish_layer(struct job *j, const char *upper, struct op_layer *ret, bool *ret_h
 	int r;
 
 	*ret_has = false;
-	r = layer_make(j->cas, upper, j->epoch, j->compression, j->compression_level, &li, err);
+	r = layer_make(j->cas, upper, j->compression, j->compression_level, &li, err);
 	if (r < 0)
 		return r;
 	if (r == 1)

@@ -60,7 +60,10 @@ struct wjob {
 	bool ran;                      /* job_execute finished successfully */
 	uint64_t ctx_files, ctx_bytes; /* context blobs received */
 	/* export request, read by the thread */
-	int export_kind;               /* 0 = none, 1 = oci, 2 = rootfs, 3 = push, 4 = docker */
+	int export_kind;               /* 0 = none, 1 = oci, 2 = rootfs, 3 = push, 4 = docker,
+					* 5 = rewrite layers (before an export) */
+	struct export_rewrite *rewrites;
+	size_t n_rewrites;
 	char **push_refs;              /* push: image references; docker: RepoTags */
 	size_t n_push_refs;
 	char *mount_from;              /* push: where base layers can be mounted from */
@@ -354,6 +357,7 @@ job_drop(struct worker *w, struct wjob *j)
 	if (j->running)
 		pthread_join(j->thread, NULL);
 	job_release(&j->job);
+	free(j->rewrites);
 	free(j->index_json);
 	free(j->blobs);
 	op_strv_free(j->push_refs, j->n_push_refs);
@@ -433,6 +437,30 @@ push_image(struct wjob *j, struct registry *reg, struct kiln_err *err)
 	return 0;
 }
 
+/* layers: [{digest, diff_id, size, media_type}] of the rewritten blobs,
+ * in the order job.rewrite asked for them. */
+static void
+pack_rewritten(struct proto_writer *pw, const struct wjob *j)
+{
+	msgpack_packer *pk = proto_w_key(pw, "layers");
+	char ds[DIGEST_STR_SIZE];
+
+	msgpack_pack_array(pk, j->n_rewrites);
+	for (size_t i = 0; i < j->n_rewrites; i++) {
+		const struct export_rewrite *x = &j->rewrites[i];
+
+		msgpack_pack_map(pk, 4);
+		proto_pack_str(pk, "digest");
+		proto_pack_str(pk, digest_fmt(&x->out.digest, ds));
+		proto_pack_str(pk, "diff_id");
+		proto_pack_str(pk, digest_fmt(&x->out.diff_id, ds));
+		proto_pack_str(pk, "size");
+		msgpack_pack_uint64(pk, x->out.size);
+		proto_pack_str(pk, "media_type");
+		proto_pack_str(pk, layer_compression_media_type(x->comp, true));
+	}
+}
+
 static void *
 job_thread(void *arg)
 {
@@ -454,6 +482,16 @@ job_thread(void *arg)
 		} else {
 			proto_w_u64(&pw, "ctx_files", j->ctx_files);
 			proto_w_u64(&pw, "ctx_bytes", j->ctx_bytes);
+		}
+	} else if (j->export_kind == 5) {
+		r = export_rewrite_layers(j->job.cas, j->rewrites, j->n_rewrites, &err);
+		proto_writer_init(&pw, r < 0 ? "job.error" : "job.rewritten", 0);
+		proto_w_str(&pw, "build", j->build);
+		if (r < 0) {
+			proto_w_u64(&pw, "code", (uint64_t) err.code);
+			proto_w_str(&pw, "msg", err.msg);
+		} else {
+			pack_rewritten(&pw, j);
 		}
 	} else if (j->export_kind == 3) {
 		r = push_image(j, j->job.reg, &err);
@@ -756,6 +794,56 @@ handle_ssh(struct worker *w)
 	zmsg_destroy(&msg);
 }
 
+#define REWRITES_MAX 4096
+
+/* job.rewrite {layers: [{digest, compression, level?, epoch}]}: layers the
+ * coordinator wants in another form before it makes the manifest (see
+ * export_rewrite). Runs on the job's thread; answered by job.rewritten. */
+static int
+on_job_rewrite(struct worker *w, struct proto_msg *m, const char *build, struct kiln_err *err)
+{
+	struct wjob *j = job_find(w, build, false);
+	const msgpack_object *a = proto_msg_get(m, "layers");
+
+	if (!j || !j->ran)
+		return kiln_err_set(err, ENOENT, "build %s has no finished job here", build);
+	if (j->running)
+		return kiln_err_set(err, EBUSY, "build %s is busy", build);
+	if (!a || a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size == 0 ||
+	    a->via.array.size > REWRITES_MAX)
+		return kiln_err_set(err, KILN_EPROTO, "job.rewrite without layers (1 to %d)", REWRITES_MAX);
+	free(j->rewrites);
+	j->n_rewrites = 0;
+	j->rewrites = calloc(a->via.array.size, sizeof(*j->rewrites));
+	if (!j->rewrites)
+		return kiln_err_set(err, ENOMEM, "out of memory");
+	for (uint32_t i = 0; i < a->via.array.size; i++) {
+		const msgpack_object *o = &a->via.array.ptr[i];
+		struct export_rewrite *x = &j->rewrites[i];
+		_cleanup_free_ char *d = NULL;
+		_cleanup_free_ char *comp = NULL;
+		int64_t level = LAYER_LEVEL_DEFAULT, epoch = -1;
+
+		if (o->type != MSGPACK_OBJECT_MAP)
+			return kiln_err_set(err, KILN_EPROTO, "job.rewrite: layer %u is not a map", i);
+		d = proto_obj_get_strdup(o, "digest");
+		comp = proto_obj_get_strdup(o, "compression");
+		(void) proto_obj_get_i64(o, "level", &level);
+		(void) proto_obj_get_i64(o, "epoch", &epoch);
+		if (!d || digest_parse(d, &x->src) < 0 || !comp ||
+		    layer_compression_parse(comp, &x->comp) < 0 || level < INT_MIN || level > INT_MAX ||
+		    !layer_level_valid(x->comp, (int) level))
+			return kiln_err_set(err, KILN_EPROTO, "job.rewrite: layer %u is malformed", i);
+		if (!cas_has(w->cas, &x->src))
+			return kiln_err_set(err, ENOENT, "job.rewrite: blob %s is not here", d);
+		x->level = (int) level;
+		x->epoch = epoch < 0 ? -1 : epoch;
+		j->n_rewrites++;
+	}
+	j->export_kind = 5;
+	return start_thread(j, err);
+}
+
 static int
 on_job_export(struct worker *w, struct proto_msg *m, const char *build, struct kiln_err *err)
 {
@@ -954,6 +1042,8 @@ handle_coordinator(struct worker *w)
 		r = on_ssh_resp(w, m, build, &err);
 	} else if (strcmp(t, "job.run") == 0) {
 		r = on_job_run(w, m, build, &err);
+	} else if (strcmp(t, "job.rewrite") == 0) {
+		r = on_job_rewrite(w, m, build, &err);
 	} else if (strcmp(t, "job.export") == 0) {
 		r = on_job_export(w, m, build, &err);
 	} else if (strcmp(t, "blob.fetch") == 0) {
@@ -1001,7 +1091,8 @@ handle_job_output(struct worker *w)
 	build = proto_msg_strdup(m, "build");
 	j = build ? job_find(w, build, false) : NULL;
 	if (j && (strcmp(t, "job.done") == 0 || strcmp(t, "job.error") == 0 ||
-		  strcmp(t, "out.ready") == 0 || strcmp(t, "job.exported") == 0)) {
+		  strcmp(t, "out.ready") == 0 || strcmp(t, "job.exported") == 0 ||
+		  strcmp(t, "job.rewritten") == 0)) {
 		pthread_join(j->thread, NULL);
 		j->running = false;
 		if (strcmp(t, "job.done") == 0)

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -279,14 +280,14 @@ layer_is_deterministic(void **state)
 	char da[DIGEST_STR_SIZE], db[DIGEST_STR_SIZE];
 
 	need_root();
-	assert_int_equal(layer_from_dir(f->cas, tree(f), -1, &a, &err), 0);
-	assert_int_equal(layer_from_dir(f->cas, tree(f), -1, &b, &err), 0);
+	assert_int_equal(layer_from_dir(f->cas, tree(f), &a, &err), 0);
+	assert_int_equal(layer_from_dir(f->cas, tree(f), &b, &err), 0);
 	assert_true(digest_equal(&a.digest, &b.digest));
 	assert_true(digest_equal(&a.diff_id, &b.diff_id));
 	assert_int_equal(a.size, b.size);
 	/* The same tree built again (other inodes, other creation times). */
 	make_tree(pathf("%s/t2", f->dir));
-	assert_int_equal(layer_from_dir(f->cas, pathf("%s/t2", f->dir), -1, &c, &err), 0);
+	assert_int_equal(layer_from_dir(f->cas, pathf("%s/t2", f->dir), &c, &err), 0);
 	assert_string_equal(digest_fmt(&a.digest, da), digest_fmt(&c.digest, db));
 	assert_true(digest_equal(&a.diff_id, &c.diff_id));
 	assert_int_equal(cas_stat(f->cas, &a.digest, &info, &err), 0);
@@ -325,7 +326,7 @@ layer_tar_contents(void **state)
 	int fd;
 
 	need_root();
-	assert_int_equal(layer_from_dir(f->cas, tree(f), -1, &li, &err), 0);
+	assert_int_equal(layer_from_dir(f->cas, tree(f), &li, &err), 0);
 	n = read_tar(blob_path(f, &li.digest), ents, 64);
 	assert_int_equal(n, 16);
 	/* Sorted bytewise by path, ignoring the '/' libarchive puts after
@@ -378,27 +379,23 @@ layer_tar_contents(void **state)
 	assert_int_equal(hdr[9], 3);
 }
 
+/* A layer keeps the tree's file times: clamping them is the exporter's
+ * business (layer_rewrite). */
 static void
-layer_epoch_clamps(void **state)
+layer_keeps_times(void **state)
 {
 	struct fx *f = *state;
 	struct kiln_err err = { 0 };
-	struct layer_info li, plain;
+	struct layer_info li;
 	struct tent ents[64];
 	size_t n;
 
 	need_root();
-	assert_int_equal(layer_from_dir(f->cas, tree(f), 100, &li, &err), 0);
-	assert_int_equal(layer_from_dir(f->cas, tree(f), -1, &plain, &err), 0);
-	assert_false(digest_equal(&li.digest, &plain.digest));
+	assert_int_equal(layer_from_dir(f->cas, tree(f), &li, &err), 0);
 	n = read_tar(blob_path(f, &li.digest), ents, 64);
-	for (size_t i = 0; i < n; i++)
-		assert_true(ents[i].mtime <= 100);
-	assert_int_equal(find(ents, n, "bin/tool")->mtime, 50);  /* older stays */
-	assert_int_equal(find(ents, n, "etc/passwd")->mtime, 100);
-	n = read_tar(blob_path(f, &plain.digest), ents, 64);
 	assert_int_equal(find(ents, n, "etc/passwd")->mtime, 1000);
 	assert_int_equal(find(ents, n, "etc/")->mtime, 2000);
+	assert_int_equal(find(ents, n, "bin/tool")->mtime, 50);
 }
 
 static void
@@ -415,7 +412,7 @@ layer_extract_round_trips(void **state)
 
 	need_root();
 	snprintf(dest, sizeof(dest), "%s/rt", f->dir);
-	assert_int_equal(layer_from_dir(f->cas, tree(f), -1, &li, &err), 0);
+	assert_int_equal(layer_from_dir(f->cas, tree(f), &li, &err), 0);
 	assert_int_equal(layer_extract(blob_path(f, &li.digest), dest, &diff_id, &err), 0);
 	assert_true(digest_equal(&diff_id, &li.diff_id));
 	/* Whiteout back to a 0/0 char device, opaque back to the xattr. */
@@ -451,7 +448,7 @@ layer_extract_round_trips(void **state)
 	assert_int_equal(lstat(dest, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0755);
 	/* Extracted tree is the same layer again. */
-	assert_int_equal(layer_from_dir(f->cas, dest, -1, &again, &err), 0);
+	assert_int_equal(layer_from_dir(f->cas, dest, &again, &err), 0);
 	assert_true(digest_equal(&again.digest, &li.digest));
 	/* dest must not exist. */
 	assert_int_equal(layer_extract(blob_path(f, &li.digest), dest, NULL, &err), -EEXIST);
@@ -465,7 +462,7 @@ layer_empty_dir_returns_1(void **state)
 	struct layer_info li;
 
 	assert_int_equal(mkdir(pathf("%s/empty", f->dir), 0755), 0);
-	assert_int_equal(layer_from_dir(f->cas, pathf("%s/empty", f->dir), -1, &li, &err), 1);
+	assert_int_equal(layer_from_dir(f->cas, pathf("%s/empty", f->dir), &li, &err), 1);
 }
 
 static void
@@ -494,7 +491,7 @@ layer_compressions_round_trip(void **state)
 	size_t gz_n;
 
 	need_root();
-	assert_int_equal(layer_from_dir(f->cas, tree(f), -1, &gz, &err), 0);
+	assert_int_equal(layer_from_dir(f->cas, tree(f), &gz, &err), 0);
 	gz_n = read_tar(blob_path(f, &gz.digest), gz_ents, 64);
 	for (size_t i = 0; i < 2; i++) {
 		struct layer_info a, b, again, back;
@@ -504,8 +501,8 @@ layer_compressions_round_trip(void **state)
 		const char *dest = pathf("%s/rt-%zu", f->dir, i);
 		size_t n;
 
-		assert_int_equal(layer_make(f->cas, tree(f), -1, comps[i], LAYER_LEVEL_DEFAULT, &a, &err), 0);
-		assert_int_equal(layer_make(f->cas, tree(f), -1, comps[i], LAYER_LEVEL_DEFAULT, &b, &err), 0);
+		assert_int_equal(layer_make(f->cas, tree(f), comps[i], LAYER_LEVEL_DEFAULT, &a, &err), 0);
+		assert_int_equal(layer_make(f->cas, tree(f), comps[i], LAYER_LEVEL_DEFAULT, &b, &err), 0);
 		assert_true(digest_equal(&a.digest, &b.digest));
 		assert_int_equal(a.size, b.size);
 		assert_false(digest_equal(&a.digest, &gz.digest));
@@ -530,9 +527,9 @@ layer_compressions_round_trip(void **state)
 		/* Extraction sniffs the format and checks the diff_id. */
 		assert_int_equal(layer_extract(blob_path(f, &a.digest), dest, &d, &err), 0);
 		assert_true(digest_equal(&d, &gz.diff_id));
-		assert_int_equal(layer_from_dir(f->cas, dest, -1, &again, &err), 0);
+		assert_int_equal(layer_from_dir(f->cas, dest, &again, &err), 0);
 		assert_true(digest_equal(&again.digest, &gz.digest));
-		assert_int_equal(layer_make(f->cas, dest, -1, comps[i], LAYER_LEVEL_DEFAULT, &back, &err), 0);
+		assert_int_equal(layer_make(f->cas, dest, comps[i], LAYER_LEVEL_DEFAULT, &back, &err), 0);
 		assert_true(digest_equal(&back.digest, &a.digest));
 		(void) kiln_rm_rf(dest);
 	}
@@ -546,18 +543,18 @@ layer_levels(void **state)
 	struct layer_info d3, z3, z19, g9, g1;
 
 	need_root();
-	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_ZSTD, LAYER_LEVEL_DEFAULT, &d3, &err), 0);
-	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_ZSTD, 3, &z3, &err), 0);
-	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_ZSTD, 19, &z19, &err), 0);
+	assert_int_equal(layer_make(f->cas, tree(f), LAYER_ZSTD, LAYER_LEVEL_DEFAULT, &d3, &err), 0);
+	assert_int_equal(layer_make(f->cas, tree(f), LAYER_ZSTD, 3, &z3, &err), 0);
+	assert_int_equal(layer_make(f->cas, tree(f), LAYER_ZSTD, 19, &z19, &err), 0);
 	assert_true(digest_equal(&d3.digest, &z3.digest));
 	assert_true(digest_equal(&z3.diff_id, &z19.diff_id));
-	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_GZIP, LAYER_LEVEL_DEFAULT, &g1, &err), 0);
-	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_GZIP, 9, &g9, &err), 0);
+	assert_int_equal(layer_make(f->cas, tree(f), LAYER_GZIP, LAYER_LEVEL_DEFAULT, &g1, &err), 0);
+	assert_int_equal(layer_make(f->cas, tree(f), LAYER_GZIP, 9, &g9, &err), 0);
 	assert_true(digest_equal(&g1.diff_id, &g9.diff_id));
-	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_GZIP, 10, &g9, &err), -EINVAL);
-	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_ZSTD, 23, &g9, &err), -EINVAL);
-	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_NONE, 1, &g9, &err), -EINVAL);
-	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_GZIP, -2, &g9, &err), -EINVAL);
+	assert_int_equal(layer_make(f->cas, tree(f), LAYER_GZIP, 10, &g9, &err), -EINVAL);
+	assert_int_equal(layer_make(f->cas, tree(f), LAYER_ZSTD, 23, &g9, &err), -EINVAL);
+	assert_int_equal(layer_make(f->cas, tree(f), LAYER_NONE, 1, &g9, &err), -EINVAL);
+	assert_int_equal(layer_make(f->cas, tree(f), LAYER_GZIP, -2, &g9, &err), -EINVAL);
 }
 
 /* A zstd blob cut short or corrupted fails extraction and leaves nothing. */
@@ -575,7 +572,7 @@ layer_extract_bad_zstd(void **state)
 	int fd;
 
 	need_root();
-	assert_int_equal(layer_make(f->cas, tree(f), -1, LAYER_ZSTD, LAYER_LEVEL_DEFAULT, &z, &err), 0);
+	assert_int_equal(layer_make(f->cas, tree(f), LAYER_ZSTD, LAYER_LEVEL_DEFAULT, &z, &err), 0);
 	snprintf(src, sizeof(src), "%s", blob_path(f, &z.digest));
 	assert_int_equal(kiln_read_file_at(AT_FDCWD, src, 1 << 20, &data, &len), 0);
 	assert_true(len > 8);
@@ -914,13 +911,150 @@ rootfs_tar_honours_whiteouts(void **state)
 	assert_null(find(ents, n, "etc/group"));
 }
 
+static int
+clamp_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	struct timespec ts[2] = { { 100, 0 }, { 100, 0 } };
+
+	(void) flag;
+	(void) ftw;
+	if (st->st_mtime > 100 && utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	return 0;
+}
+
+/* rewrite-timestamp: a stored layer rewritten with epoch 100 is, byte for
+ * byte, the layer of the same tree whose later times were set to 100, in
+ * every compression; older times stay, and a second rewrite changes
+ * nothing. */
+static void
+layer_rewrite_clamps_like_the_tree(void **state)
+{
+	static const enum layer_compression comps[] = { LAYER_GZIP, LAYER_ZSTD, LAYER_NONE };
+	struct fx *f = *state;
+	struct kiln_err err = { 0 };
+	const char *t3 = pathf("%s/t3", f->dir);
+	char t3c[4096];
+
+	need_root();
+	snprintf(t3c, sizeof(t3c), "%s", t3);
+	make_tree(t3c);
+	assert_int_equal(nftw(t3c, clamp_one, 16, FTW_PHYS | FTW_DEPTH), 0);
+	for (size_t i = 0; i < 3; i++) {
+		struct layer_info li, rw, want, again;
+		struct cas_info info;
+		struct tent ents[64];
+		size_t n;
+
+		assert_int_equal(layer_make(f->cas, tree(f), comps[i], LAYER_LEVEL_DEFAULT, &li, &err), 0);
+		assert_int_equal(layer_make(f->cas, t3c, comps[i], LAYER_LEVEL_DEFAULT, &want, &err), 0);
+		assert_int_equal(layer_rewrite(f->cas, &li.digest, comps[i], LAYER_LEVEL_DEFAULT, 100, &rw,
+					       &err), 0);
+		assert_false(digest_equal(&rw.diff_id, &li.diff_id));
+		assert_true(digest_equal(&rw.diff_id, &want.diff_id));
+		assert_true(digest_equal(&rw.digest, &want.digest));
+		assert_int_equal(rw.size, want.size);
+		assert_int_equal(cas_stat(f->cas, &rw.digest, &info, &err), 0);
+		assert_string_equal(info.media_type, layer_compression_media_type(comps[i], true));
+		n = read_tar(blob_path(f, &rw.digest), ents, 64);
+		assert_int_equal(n, 16);
+		for (size_t k = 0; k < n; k++)
+			assert_true(ents[k].mtime <= 100);
+		assert_int_equal(find(ents, n, "bin/tool")->mtime, 50);
+		assert_int_equal(find(ents, n, "etc/passwd")->mtime, 100);
+		assert_string_equal(find(ents, n, "etc/attr")->xattrs, "user.test=hello;");
+		assert_string_equal(find(ents, n, "bin/tool2")->link, "bin/tool");
+		assert_int_equal(layer_rewrite(f->cas, &rw.digest, comps[i], LAYER_LEVEL_DEFAULT, 100,
+					       &again, &err), 0);
+		assert_true(digest_equal(&again.digest, &rw.digest));
+	}
+	(void) kiln_rm_rf(t3c);
+}
+
+/* force-compression: without an epoch the tar is kept byte for byte, so
+ * the diff_id stays and the blob is the one layer_make writes in the
+ * target compression; a tar kiln did not write keeps its diff_id too. */
+static void
+layer_rewrite_recompresses(void **state)
+{
+	static const struct hent foreign[] = {
+		{ AE_IFDIR, "dir", NULL, false },
+		{ AE_IFREG, "dir/file", NULL, false },
+		{ AE_IFLNK, "dir/link", "file", false },
+	};
+	struct fx *f = *state;
+	struct kiln_err err = { 0 };
+	struct layer_info gz, zs, none, z9, back, made, fz, fn;
+	struct digest d;
+	const char *ftar = pathf("%s/foreign.tar.gz", f->dir);
+	char ftar_copy[4096];
+
+	need_root();
+	assert_int_equal(layer_from_dir(f->cas, tree(f), &gz, &err), 0);
+	assert_int_equal(layer_rewrite(f->cas, &gz.digest, LAYER_ZSTD, LAYER_LEVEL_DEFAULT, -1, &zs, &err), 0);
+	assert_int_equal(layer_make(f->cas, tree(f), LAYER_ZSTD, LAYER_LEVEL_DEFAULT, &made, &err), 0);
+	assert_true(digest_equal(&zs.diff_id, &gz.diff_id));
+	assert_true(digest_equal(&zs.digest, &made.digest));
+	assert_int_equal(layer_rewrite(f->cas, &zs.digest, LAYER_NONE, LAYER_LEVEL_DEFAULT, -1, &none, &err), 0);
+	assert_true(digest_equal(&none.digest, &gz.diff_id));   /* a plain tar is its diff_id */
+	assert_int_equal(layer_rewrite(f->cas, &none.digest, LAYER_GZIP, LAYER_LEVEL_DEFAULT, -1, &back,
+				       &err), 0);
+	assert_true(digest_equal(&back.digest, &gz.digest));
+	assert_int_equal(layer_rewrite(f->cas, &gz.digest, LAYER_ZSTD, 9, -1, &z9, &err), 0);
+	assert_false(digest_equal(&z9.digest, &zs.digest));
+	assert_true(digest_equal(&z9.diff_id, &gz.diff_id));
+	assert_int_equal(layer_rewrite(f->cas, &gz.digest, LAYER_GZIP, 10, -1, &z9, &err), -EINVAL);
+
+	/* A gzip tar written by someone else (libarchive's own gzip). */
+	snprintf(ftar_copy, sizeof(ftar_copy), "%s", ftar);
+	write_hostile(ftar_copy, foreign, 3, true);
+	assert_int_equal(cas_put_file(f->cas, ftar_copy, NULL, NULL, &d, &err), 0);
+	assert_int_equal(layer_rewrite(f->cas, &d, LAYER_ZSTD, LAYER_LEVEL_DEFAULT, -1, &fz, &err), 0);
+	assert_int_equal(layer_rewrite(f->cas, &fz.digest, LAYER_NONE, LAYER_LEVEL_DEFAULT, -1, &fn, &err), 0);
+	assert_true(digest_equal(&fn.digest, &fz.diff_id));
+	{
+		struct digest x;
+
+		assert_int_equal(layer_extract(ftar_copy, pathf("%s/x-foreign", f->dir), &x, &err), 0);
+		assert_true(digest_equal(&x, &fz.diff_id));
+		(void) kiln_rm_rf(pathf("%s/x-foreign", f->dir));
+	}
+}
+
+/* A blob that is not a whole layer fails with a message naming it, and a
+ * missing one with -ENOENT. */
+static void
+layer_rewrite_refuses_bad_blobs(void **state)
+{
+	struct fx *f = *state;
+	struct kiln_err err = { 0 };
+	struct layer_info gz, out;
+	struct digest cut, missing;
+	_cleanup_free_ char *data = NULL;
+	char ds[DIGEST_STR_SIZE];
+	size_t len;
+
+	need_root();
+	assert_int_equal(layer_from_dir(f->cas, tree(f), &gz, &err), 0);
+	assert_int_equal(kiln_read_file_at(AT_FDCWD, blob_path(f, &gz.digest), 1 << 20, &data, &len), 0);
+	assert_int_equal(cas_put(f->cas, data, len - 5, NULL, NULL, &cut, &err), 0);
+	assert_int_equal(layer_rewrite(f->cas, &cut, LAYER_ZSTD, LAYER_LEVEL_DEFAULT, -1, &out, &err),
+			 -EBADMSG);
+	assert_non_null(strstr(err.msg, digest_fmt(&cut, ds)));
+	assert_int_equal(layer_rewrite(f->cas, &cut, LAYER_ZSTD, LAYER_LEVEL_DEFAULT, 100, &out, &err),
+			 -EBADMSG);
+	digest_buf("nothing", 7, &missing);
+	assert_int_equal(layer_rewrite(f->cas, &missing, LAYER_GZIP, LAYER_LEVEL_DEFAULT, -1, &out, &err),
+			 -ENOENT);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(layer_is_deterministic),
 		cmocka_unit_test(layer_tar_contents),
-		cmocka_unit_test(layer_epoch_clamps),
+		cmocka_unit_test(layer_keeps_times),
 		cmocka_unit_test(layer_extract_round_trips),
 		cmocka_unit_test(layer_empty_dir_returns_1),
 		cmocka_unit_test(layer_compressions_round_trip),
@@ -930,6 +1064,9 @@ main(void)
 		cmocka_unit_test(layer_extract_refuses_escapes),
 		cmocka_unit_test(layer_extract_later_entries_win),
 		cmocka_unit_test(rootfs_tar_honours_whiteouts),
+		cmocka_unit_test(layer_rewrite_clamps_like_the_tree),
+		cmocka_unit_test(layer_rewrite_recompresses),
+		cmocka_unit_test(layer_rewrite_refuses_bad_blobs),
 	};
 
 	return cmocka_run_group_tests_name("layer", tests, setup, teardown);

@@ -894,7 +894,7 @@ img_make(const char *platform, size_t payload, uint64_t seed, struct img *im)
 	assert_int_equal(mkdir(dir, 0755), 0);
 	fill_random(data, payload, seed);
 	write_file(pathf("%s/data", dir), data, payload);
-	if (layer_from_dir(fx->src, dir, 0, &li, &err) != 0)
+	if (layer_from_dir(fx->src, dir, &li, &err) != 0)
 		fail_msg("layer: %s", err.msg);
 	snprintf(im->layer.media_type, sizeof(im->layer.media_type), "%s", OCI_MT_LAYER_GZ);
 	im->layer.digest = li.digest;
