@@ -1235,6 +1235,25 @@ job_try_run(struct builds *bs, struct sjob *j)
 	send_job_run(bs, j);
 }
 
+/* The size of a layer the job starts from (context files: unknown). */
+static bool
+job_blob_size(const struct sjob *j, const struct digest *d, uint64_t *ret)
+{
+	int bnd[MAX_REFS * 4];
+	size_t nb = job_boundaries(j, bnd, ARRAY_SIZE(bnd));
+
+	for (size_t k = 0; k < nb; k++) {
+		const struct solver_rec *rec = boundary_rec(j, bnd[k]);
+
+		for (size_t i = 0; i < rec->n_layers; i++)
+			if (digest_equal(&rec->layers[i].l.digest, d)) {
+				*ret = rec->layers[i].l.size;
+				return true;
+			}
+	}
+	return false;
+}
+
 /* job.missing: what the node lacks comes from a live peer that holds it,
  * else from the client. */
 static void
@@ -1301,7 +1320,16 @@ on_job_missing(struct builds *bs, struct sjob *j, const struct proto_msg *m)
 				n_fetch++;
 				continue;
 			}
-			msgpack_pack_map(pk, 2);
+			{
+				uint64_t size;
+				bool known = job_blob_size(j, &d, &size);
+
+				msgpack_pack_map(pk, 2 + known);
+				if (known) {
+					proto_pack_str(pk, "size");
+					msgpack_pack_uint64(pk, size);
+				}
+			}
 			proto_pack_str(pk, "digest");
 			msgpack_pack_str(pk, o->via.str.size);
 			msgpack_pack_str_body(pk, o->via.str.ptr, o->via.str.size);
@@ -1838,7 +1866,7 @@ make_image(struct build *b, struct target *t, struct made_image *mi, struct kiln
 	mi->desc.has_platform = true;
 	mi->desc.platform = t->platform;
 	digest_fmt(&mi->desc.digest, t->manifest_digest);
-	digest_fmt(&man.config.digest, t->config_digest);
+	digest_fmt(&mi->config_digest, t->config_digest);
 	return 0;
 }
 

@@ -60,6 +60,7 @@ enum fetch_state { FB_QUEUED, FB_ACTIVE, FB_DONE };
 struct fetch_blob {
 	struct digest digest;
 	uint64_t size;
+	bool size_known;                /* else the first peer's answer says it */
 	struct fetch_peer *peers;
 	size_t n_peers;
 	size_t next;            /* peer to try next */
@@ -165,8 +166,9 @@ fetch_parse_blob(const msgpack_object *o, struct fetch_blob *b, struct kiln_err 
 	if (o->type != MSGPACK_OBJECT_MAP || obj_str(o, "digest", ds, sizeof(ds)) < 0 ||
 	    digest_parse(ds, &b->digest) < 0)
 		return kiln_err_set(err, KILN_EPROTO, "a blob without a valid digest");
-	if (proto_obj_get_u64(o, "size", &b->size) < 0)
-		return kiln_err_set(err, KILN_EPROTO, "blob %s without a size", ds);
+	/* a context file's size may be unknown to the coordinator: the
+	 * digest still decides what is stored */
+	b->size_known = proto_obj_get_u64(o, "size", &b->size) == 0;
 	peers = proto_obj_get(o, "peers");
 	if (peers && (peers->type != MSGPACK_OBJECT_ARRAY || peers->via.array.size > PEER_FETCH_PEERS_MAX))
 		return kiln_err_set(err, KILN_EPROTO, "blob %s: peers is not an array of at most %d",
@@ -546,6 +548,10 @@ fetch_on_message(struct fetch_tx *t, const struct proto_msg *m, struct kiln_err 
 		if (t->started || proto_msg_u64(m, "size", &size) < 0 ||
 		    proto_msg_u64(m, "offset", &offset) < 0 || offset != cas_writer_size(t->b->w))
 			return kiln_err_set(err, KILN_EPROTO, "sent a malformed peer.blob"), FX_EXCLUDE;
+		if (!t->b->size_known) {
+			t->b->size = size;
+			t->b->size_known = true;
+		}
 		if (size != t->b->size)
 			return kiln_err_set(err, EBADMSG, "holds %" PRIu64 " bytes under that digest, "
 					    "expected %" PRIu64, size, t->b->size), FX_EXCLUDE;
