@@ -895,6 +895,14 @@ on_progress(struct session *s, const struct proto_msg *m, struct kiln_err *err)
 		s->step_names[step] = STEAL_PTR(name);
 		if (strcmp(status, "cached") == 0)
 			progress_cached(s->pr, s->step_v[step]);
+	} else if (strcmp(status, "start") == 0) {
+		/* the step starts again elsewhere (its node was lost) */
+		_cleanup_free_ char *node = proto_msg_strdup(m, "node");
+		bool emulated = false;
+
+		(void) proto_msg_bool(m, "emulated", &emulated);
+		if (node)
+			progress_node(s->pr, s->step_v[step], node, emulated);
 	} else if (strcmp(status, "log") == 0) {
 		const void *data;
 		size_t len;

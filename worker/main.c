@@ -948,6 +948,13 @@ on_job_export(struct worker *w, struct proto_msg *m, const char *build, struct k
 	j->out_path = kiln_strdupf("%s/tmp/out-%s", w->state, build);
 	if (!j->out_path)
 		return kiln_err_set(err, ENOMEM, "out of memory");
+	{
+		/* a node that ran no step yet has no tmp/ */
+		_cleanup_free_ char *tmp = kiln_strdupf("%s/tmp", w->state);
+
+		if (!tmp || kiln_mkdir_p(tmp, 0700) < 0)
+			return kiln_err_errno(err, tmp ? errno : ENOMEM, "create '%s/tmp'", w->state);
+	}
 	return start_thread(j, err);
 }
 
