@@ -118,6 +118,11 @@ test: deps $(BINS) $(UNIT_TESTS) $(CONFORMANCE) $(FUZZ_REPLAY)
 test-diff: all
 	tests/differential/run.sh
 
+# A worker SIGKILLed in the middle of a step, ROUNDS times (default 20):
+# every build must still succeed with the undisturbed image digest.
+test-faults: deps $(BINS)
+	tests/faults/kill-worker.sh
+
 demo: deps $(BINS)
 	tests/demo.sh
 
@@ -129,6 +134,6 @@ clean:
 	rm -rf bin $(FLAGS_STAMP) $(ALL_OBJ) $(ALL_OBJ:.o=.d) $(UNIT_TESTS) tests/unit/*.o tests/unit/*.d \
 	  $(CONFORMANCE) tests/conformance/*.o tests/conformance/*.d $(FUZZ_REPLAY) tests/fuzz/*.o tests/fuzz/*.d
 
-.PHONY: all deps test test-diff demo install clean fuzz FORCE
+.PHONY: test-faults all deps test test-diff demo install clean fuzz FORCE
 .SECONDARY:
 -include $(ALL_OBJ:.o=.d) $(wildcard tests/*/*.d)
