@@ -36,8 +36,10 @@
 #define MAX_LIST 64
 #define MAX_STREAMS 16
 #define OUTPUT_MAX (64ull << 30)
-#define PING_EVERY_MS 5000
-#define PINGS_LOST_MAX 6
+/* The coordinator cancels a build whose client is silent for 5 s: ping
+ * every second, and give up after 30 s without an answer. */
+#define PING_EVERY_MS 1000
+#define PINGS_LOST_MAX 30
 
 struct named_ctx {
 	char *name;
@@ -1178,7 +1180,7 @@ run_session(struct session *s, const struct opts *o, struct kiln_err *err)
 			return r;
 		lost = 0;
 		/* the coordinator cancels builds whose client goes silent */
-		if (kiln_now_ms() - s->last_ping_ms >= PING_EVERY_MS / 5) {
+		if (kiln_now_ms() - s->last_ping_ms >= PING_EVERY_MS) {
 			struct proto_writer w;
 
 			s->last_ping_ms = kiln_now_ms();

@@ -34,7 +34,7 @@
 
 #define DOCKERFILE_MAX (4u << 20)
 #define MAX_TARGETS 16
-#define CLIENT_SILENCE_MS 15000
+#define CLIENT_SILENCE_MS 5000       /* clients ping every second */
 #define SSH_STEP_SPAN 65536u
 
 /* Per op of a target. */

@@ -8,6 +8,7 @@
  * happen in kiln-run. */
 #include <ctype.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <fnmatch.h>
@@ -865,6 +866,11 @@ spawn_run(struct job *j, size_t step, const struct op *op, const char *base, job
 		posix_spawn_file_actions_adddup2(&fa, rm.secret_fds[k], SECRET_FD0 + (int) k);
 	r = posix_spawn(&pid, exe, &fa, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
+	if (r == 0) {
+		atomic_store(&j->run_pid, (int) pid);
+		if (atomic_load(&j->canceled))
+			(void) kill(pid, SIGKILL);
+	}
 	close(pipefd[1]);
 	/* kiln-run has its copies; ours go now, not when the step ends */
 	for (size_t k = 0; k < rm.n_secret_fds; k++)
@@ -895,6 +901,7 @@ spawn_run(struct job *j, size_t step, const struct op *op, const char *base, job
 	close(pipefd[0]);
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
+	atomic_store(&j->run_pid, 0);
 	r = 0;
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -1794,6 +1801,8 @@ execute_ops(struct job *j, job_emit_fn emit, void *ctx, struct kiln_err *err)
 		bool has = false;
 		int r = 0;
 
+		if (atomic_load(&j->canceled))
+			return kiln_err_set(err, ECANCELED, "canceled");
 		emit_step(j, emit, ctx, "step.start", i, NULL);
 		r = start_from(j, op, i, err);
 		if (r < 0)

@@ -6,6 +6,7 @@
 #define KILN_JOB_H
 
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "layer.h"
@@ -50,6 +51,10 @@ struct job {
 	char **ssh_ids;
 	size_t n_ssh_ids;
 	const char *ssh_ep;
+	/* job.cancel from another thread: no op starts after canceled is
+	 * set, and the running step's kiln-run (run_pid) is killed */
+	atomic_bool canceled;
+	atomic_int run_pid;
 };
 
 struct job_secret {

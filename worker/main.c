@@ -17,6 +17,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,7 @@ struct wjob {
 	pthread_t thread;
 	bool running;
 	bool ran;                      /* job_execute finished successfully */
+	bool drop_when_done;           /* canceled while its thread ran */
 	uint64_t ctx_files, ctx_bytes; /* context blobs received */
 	/* export request, read by the thread */
 	int export_kind;               /* 0 = none, 1 = oci, 2 = rootfs, 3 = push, 4 = docker,
@@ -1058,8 +1060,18 @@ handle_coordinator(struct worker *w)
 	} else if (strcmp(t, "job.cancel") == 0) {
 		struct wjob *j = job_find(w, build, false);
 
-		if (j)
+		/* A running job is stopped (its step killed) and dropped when
+		 * its thread ends; the loop never waits for a step. */
+		if (j && j->running) {
+			pid_t pid = atomic_load(&j->job.run_pid);
+
+			atomic_store(&j->job.canceled, true);
+			if (pid > 0)
+				(void) kill(pid, SIGKILL);
+			j->drop_when_done = true;
+		} else if (j) {
 			job_drop(w, j);
+		}
 		r = 0;
 	} else {
 		r = kiln_err_set(&err, KILN_EPROTO, "unknown message type '%s'", t);
@@ -1104,6 +1116,13 @@ handle_job_output(struct worker *w)
 		j->running = false;
 		if (strcmp(t, "job.done") == 0)
 			j->ran = true;
+		if (j->drop_when_done) {
+			/* canceled: the coordinator forgot it already */
+			job_drop(w, j);
+			zmsg_destroy(&msg);
+			proto_msg_free(m);
+			return;
+		}
 	}
 	if (j && strcmp(t, "out.ready") == 0) {
 		struct proto_writer pw;

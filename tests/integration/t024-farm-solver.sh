@@ -6,7 +6,7 @@
 # coordinator restart), dedupe of concurrent builds, spreading independent
 # stages over nodes, multi-platform indexes, and surviving a killed worker.
 . "$(dirname "$0")/lib.sh"
-plan 33
+plan 35
 need_fixture
 
 port=$("$TOP/tests/fixtures/registry.sh" start "$T/registry") || { echo "Bail out! registry"; exit 1; }
@@ -150,6 +150,20 @@ dlist() {
 		jq -e '.mediaType == "application/vnd.docker.distribution.manifest.list.v2+json"' >/dev/null
 }
 check "oci-mediatypes=false pushes a Docker manifest list" dlist
+
+# ---- a client that goes away cancels its build's steps ----
+gw=$T/gw
+mkdir -p "$gw"
+printf 'FROM %s/library/busybox:latest\nRUN echo %s && sleep 30\n' "$R" "$$" > "$gw/Dockerfile"
+setsid "$KILN" --builder farm build --progress plain -o type=oci,dest="$T/gw.tar" "$gw" > "$T/gw.log" 2>&1 &
+GW=$!
+wait_for 20 grep -q 'RUN echo' "$T/gw.log"
+sleep 0.5
+kill -9 $GW
+canceled() { grep -q 'client silent for 5 s, canceling' "$T/coord.log"; }
+check "a client killed mid-build gets its build canceled" wait_for 12 canceled
+step_gone() { ! pgrep -f '^sleep 30$' >/dev/null; }
+check "... and the step it was running is stopped on its node" wait_for 10 step_gone
 
 # ---- failure: a worker killed in the middle of a step ----
 fk=$T/fk
