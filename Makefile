@@ -39,7 +39,7 @@ UNIT_TESTS = tests/unit/digest_test tests/unit/cas_test tests/unit/platform_test
              tests/unit/plan_test tests/unit/op_test tests/unit/ignore_test tests/unit/config_test tests/unit/conn_test \
              tests/unit/registry_test tests/unit/outline_test tests/unit/context_test \
              tests/unit/debug_test tests/unit/secret_test tests/unit/resources_test \
-             tests/unit/nodes_test tests/unit/peer_test tests/unit/ssh_test
+             tests/unit/nodes_test tests/unit/peer_test tests/unit/ssh_test tests/unit/solver_test
 CONFORMANCE = tests/conformance/corpus_test tests/conformance/golden_test
 FUZZ_REPLAY = tests/fuzz/fuzz_proto tests/fuzz/fuzz_dockerfile
 
@@ -76,6 +76,8 @@ tests/unit/%_test: tests/unit/%_test.o $(SHARED_OBJ) $(FRONT_OBJ)
 tests/unit/config_test: tests/unit/config_test.o cli/config.o $(SHARED_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 tests/unit/nodes_test: tests/unit/nodes_test.o coordinator/nodes.o $(SHARED_OBJ)
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
+tests/unit/solver_test: tests/unit/solver_test.o coordinator/solver.o coordinator/cache.o $(SHARED_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 tests/unit/conn_test: tests/unit/conn_test.o cli/conn.o $(SHARED_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
