@@ -89,7 +89,9 @@ while [ $i -lt 4 ] && ! { echo "$seen" | grep -q n0 && echo "$seen" | grep -q n1
 	wait $p2 || { all_ok=0; diag "$T/b$((i * 2 + 1)).log"; }
 	for k in $((i * 2)) $((i * 2 + 1)); do
 		[ -f "$T/b$k.json" ] || { all_ok=0; continue; }
-		nd=$(json_get "$T/b$k.json" kiln.node)
+		# the node progress names for the RUN (kiln.node lists every
+		# node that worked on the build, the export's too)
+		nd=$(sed -n '/RUN grep/,$ s/^#[0-9]* node \(n[01]\)$/\1/p' "$T/b$k.log" | head -n 1)
 		want=$(echo "$nd" | tr -d n)
 		got=$(run_cpus $k)
 		echo "build $k ran on $nd, its RUN saw CPUs '$got'" >> "$T/runs.txt"
