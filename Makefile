@@ -21,7 +21,8 @@ FRONT_OBJ  = coordinator/dockerfile.o coordinator/shell.o coordinator/plan.o \
              coordinator/plan-copy.o coordinator/plan-instr.o coordinator/plan-result.o \
              coordinator/plan-dump.o coordinator/instructions.o \
              coordinator/outline.o coordinator/outline-source.o coordinator/outline-json.o
-COORD_OBJ  = coordinator/main.o coordinator/nodes.o coordinator/build.o coordinator/solver.o \
+COORD_OBJ  = coordinator/main.o coordinator/nodes.o coordinator/build.o coordinator/build-solve.o \
+             coordinator/build-export.o coordinator/build-request.o coordinator/solver.o \
              coordinator/cache.o $(FRONT_OBJ)
 WORKER_OBJ = worker/main.o worker/job.o worker/snapshot.o worker/export.o worker/qemu.o \
              worker/confine.o worker/peer.o worker/peer-fetch.o worker/sshfwd.o
