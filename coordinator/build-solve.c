@@ -913,6 +913,24 @@ job_blob_size(const struct sjob *j, const struct digest *d, uint64_t *ret)
 	return false;
 }
 
+/* Whether d is a layer a step made (not an image's own: those come from
+ * a registry or the client) among what the job starts from. */
+static bool
+job_built_layer(const struct sjob *j, const struct digest *d)
+{
+	int bnd[MAX_REFS * 4];
+	size_t nb = job_boundaries(j, bnd, ARRAY_SIZE(bnd));
+
+	for (size_t k = 0; k < nb; k++) {
+		const struct solver_rec *rec = boundary_rec(j, bnd[k]);
+
+		for (size_t i = rec->n_base; i < rec->n_layers; i++)
+			if (digest_equal(&rec->layers[i].l.digest, d))
+				return true;
+	}
+	return false;
+}
+
 /* job.missing: what the node lacks comes from a live peer that holds it,
  * else from the client. */
 void
@@ -923,6 +941,7 @@ on_job_missing(struct builds *bs, struct sjob *j, const struct proto_msg *m)
 	msgpack_packer *pk = NULL;
 	size_t n_fetch = 0;
 	struct kiln_err err = { 0 };
+	bool lost = false, pass_started = false;
 
 	j->fetching = false;
 	free(j->client_need);
@@ -942,8 +961,9 @@ on_job_missing(struct builds *bs, struct sjob *j, const struct proto_msg *m)
 	/* first pass counts what peers serve */
 	for (int pass = 0; pass < 2; pass++) {
 		if (pass == 1) {
-			if (n_fetch == 0)
+			if (n_fetch == 0 || lost)
 				break;
+			pass_started = true;
 			proto_writer_init(&w, "blob.fetch", 0);
 			proto_w_str(&w, "build", j->id);
 			pk = proto_w_key(&w, "blobs");
@@ -969,6 +989,19 @@ on_job_missing(struct builds *bs, struct sjob *j, const struct proto_msg *m)
 			if (nh > 0 && np == 0) {
 				/* the index was wrong about this node */
 				(void) cache_hold(bs->cache, &d, j->node->name, false, &err);
+			}
+			if (np == 0 && pass == 0 && job_built_layer(j, &d)) {
+				/* a layer a step made that no live node has any more
+				 * (a store wiped under its node's name): forget who
+				 * was said to hold it, and run what made it again */
+				char ds[DIGEST_STR_SIZE];
+
+				log_info("build=%s: layer %s is on no live node, its step runs again",
+					 j->b->id, digest_fmt(&d, ds));
+				for (int k = 0; k < nh; k++)
+					(void) cache_hold(bs->cache, &d, names[k], false, &err);
+				lost = true;
+				continue;
 			}
 			if (np == 0) {
 				if (pass == 0)
@@ -1004,6 +1037,19 @@ on_job_missing(struct builds *bs, struct sjob *j, const struct proto_msg *m)
 				proto_pack_str(pk, peers[k]->blob_key);
 			}
 		}
+	}
+	if (lost) {
+		struct build *b = j->b;
+
+		if (pass_started)
+			proto_writer_release(&w);
+		if (++b->resolves > 8) {
+			kiln_err_set(&err, EIO, "the layers of a step are lost on every node, again and again");
+			build_fail(bs, b, &err);
+			return;
+		}
+		build_reset(bs, b);
+		return;
 	}
 	if (n_fetch) {
 		j->fetching = true;

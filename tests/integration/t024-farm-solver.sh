@@ -6,7 +6,7 @@
 # coordinator restart), dedupe of concurrent builds, spreading independent
 # stages over nodes, multi-platform indexes, and surviving a killed worker.
 . "$(dirname "$0")/lib.sh"
-plan 35
+plan 37
 need_fixture
 
 port=$("$TOP/tests/fixtures/registry.sh" start "$T/registry") || { echo "Bail out! registry"; exit 1; }
@@ -198,9 +198,20 @@ start_worker "$victim" linux/amd64 --cpuset-cpus 0
 check "the killed worker comes back and registers again" wait_for 15 three
 other=$( [ "$victim" = a ] && echo b || echo a)
 eval "kill -9 \$PID_$other"
-gone() { "$KILN" builder inspect farm > "$T/inspect2.out" 2>&1 && grep -A3 "Name: *$other\$" "$T/inspect2.out" | grep -q 'Status: *gone'; }
-wait_for 10 gone
-check "with only the returned node left, its blobs answer the cached build" ran c7 0 -o type=oci,dest="$T/c7.tar" "$ctx"
+gone() { "$KILN" builder inspect farm > "$T/inspect2.out" 2>&1 && grep -A3 "Name: *$1\$" "$T/inspect2.out" | grep -q 'Status: *gone'; }
+back() { "$KILN" builder inspect farm 2>&1 | grep -A3 "Name: *$1\$" | grep -q 'Status: *running'; }
+wait_for 10 gone "$other"
+rb=$T/rb
+mkdir -p "$rb"
+echo "back $$" > "$rb/b.txt"
+printf 'FROM %s/library/busybox:latest\nCOPY b.txt /b.txt\nRUN cat /b.txt > /c.txt\n' "$R" > "$rb/Dockerfile"
+check "a build on the node that came back runs its two steps" ran rb1 2 -o type=oci,dest="$T/rb1.tar" "$rb"
+eval "kill -9 \$PID_$victim"
+wait_for 10 gone "$victim"
+start_worker "$victim" linux/amd64
+wait_for 15 back "$victim"
+check "killed and back once more, its blobs answer the same build from the cache" \
+	ran rb2 0 -o type=oci,dest="$T/rb2.tar" "$rb"
 eval "kill -9 \$PID_arm"
 wait_for 10 sh -c "\"$KILN\" builder inspect farm 2>&1 | grep -A3 'Name: *arm\$' | grep -q 'Status: *gone'"
 # (a step no node has run yet: a cached one needs no node of its platform)
@@ -208,5 +219,13 @@ mkdir -p "$T/arm"
 printf 'FROM %s/library/busybox:latest\nRUN echo %s > /n\n' "$R" "$$" > "$T/arm/Dockerfile"
 no_arm() { ! kb arm1 --platform linux/arm64 -o type=oci,dest="$T/arm1.tar" "$T/arm" && grep -q 'ERROR.*linux/arm64' "$T/arm1.log"; }
 check "with no node left for linux/arm64 the build fails naming the platform" no_arm
+# a node whose store is wiped under the same name: the index still says it
+# holds the layers; the build notices, forgets them and runs the steps again
+eval "kill \$PID_$victim"
+wait_for 10 sh -c "! kill -0 \$PID_$victim 2>/dev/null"
+rm -rf "${T:?}/$victim"
+start_worker "$victim" linux/amd64
+wait_for 15 back "$victim"
+check "a node whose store was wiped: its lost layers are made again" ran rb3 2 -o type=oci,dest="$T/rb3.tar" "$rb"
 "$TOP/tests/fixtures/registry.sh" stop "$T/registry" >/dev/null 2>&1
 done_testing
