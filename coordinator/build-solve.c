@@ -659,8 +659,19 @@ dispatch(struct builds *bs)
 				struct kiln_err err = { 0 };
 				char ps[PLATFORM_STR_SIZE];
 
-				kiln_err_set(&err, ENODEV, "no node of this builder serves platform %s",
-					     platform_fmt(&j->b->targets[j->target].platform, ps));
+				const struct platform *p = &j->b->targets[j->target].platform;
+				const struct node *lost = NULL;
+
+				for (const struct node *x = nodes_list(bs->nodes); x && !lost; x = x->next)
+					if (x->status != NODE_READY &&
+					    (node_serves(x, p, true) || node_serves(x, p, false)))
+						lost = x;
+				if (lost)
+					kiln_err_set(&err, ENODEV, "no live node of this builder serves platform %s "
+						     "(node '%s', which did, was lost)", platform_fmt(p, ps), lost->name);
+				else
+					kiln_err_set(&err, ENODEV, "no node of this builder serves platform %s",
+						     platform_fmt(p, ps));
 				build_fail(bs, j->b, &err);
 				again = true;
 				break;
@@ -738,11 +749,14 @@ round_done(struct builds *bs, struct build *b)
 	b->round = NULL;
 	if (j) {
 		j->client_round = false;
-		/* the node holds them now */
-		for (size_t i = 0; i < j->n_client_need && j->node; i++) {
+		/* the node holds them now (one index transaction: a round can
+		 * be 20,000 files) */
+		if (j->node) {
 			struct kiln_err err = { 0 };
 
-			(void) cache_hold(bs->cache, &j->client_need[i], j->node->name, true, &err);
+			if (cache_hold_many(bs->cache, j->client_need, j->n_client_need, j->node->name, true,
+					    &err) < 0)
+				log_error_err(&err, "cache index");
 		}
 		job_try_run(bs, j);
 	}

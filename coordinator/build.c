@@ -357,9 +357,13 @@ on_job_done(struct builds *bs, struct sjob *j)
 	/* it pulled or fetched what it started from */
 	for (size_t k = 0; k < nb; k++) {
 		const struct solver_rec *rec = boundary_rec(j, bnd[k]);
+		_cleanup_free_ struct digest *ds = calloc(rec->n_layers + 1, sizeof(*ds));
 
-		for (size_t i = 0; i < rec->n_layers; i++)
-			(void) cache_hold(bs->cache, &rec->layers[i].l.digest, j->node->name, true, &err);
+		for (size_t i = 0; ds && i < rec->n_layers; i++)
+			ds[i] = rec->layers[i].l.digest;
+		if (ds && cache_hold_many(bs->cache, ds, rec->n_layers, j->node->name, true, &err) < 0)
+			log_error_err(&err, "cache index");
+		kiln_err_clear(&err);
 	}
 	if (j->is_export) {
 		int r = start_rewrite(b, j, &err);

@@ -29,8 +29,11 @@ int cache_put(struct cache *c, const struct digest *key, const struct solver_rec
 /* The nodes that hold blob, into names (at most max); returns how many. */
 int cache_holders(struct cache *c, const struct digest *blob, char names[][CACHE_NODE_NAME_MAX],
 		  size_t max, struct kiln_err *err);
-/* Record that node holds (held) or no longer holds blob. */
+/* Record that node holds (held) or no longer holds blob; _many does n
+ * blobs in one transaction. */
 int cache_hold(struct cache *c, const struct digest *blob, const char *node, bool held,
 	       struct kiln_err *err);
+int cache_hold_many(struct cache *c, const struct digest *blobs, size_t n, const char *node, bool held,
+		    struct kiln_err *err);
 
 #endif

@@ -300,6 +300,10 @@ main(int argc, char **argv)
 		else if (zpoller_terminated(poller))
 			break;
 		if (kiln_now_ms() >= next_check) {
+			/* A long handler may have kept heartbeats waiting in the
+			 * queue: read what is there before judging who is silent. */
+			for (int k = 0; k < 10000 && (which = zpoller_wait(poller, 0)); k++)
+				handle(&c, which);
 			nodes_expire(c.nodes, kiln_now_ms(), on_gone, &c);
 			builds_tick(c.builds, kiln_now_ms());
 			next_check = kiln_now_ms() + 250;
