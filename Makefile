@@ -24,7 +24,7 @@ FRONT_OBJ  = coordinator/dockerfile.o coordinator/shell.o coordinator/plan.o \
 COORD_OBJ  = coordinator/main.o coordinator/nodes.o coordinator/build.o coordinator/build-solve.o \
              coordinator/build-export.o coordinator/build-request.o coordinator/solver.o \
              coordinator/cache.o $(FRONT_OBJ)
-WORKER_OBJ = worker/main.o worker/job.o worker/snapshot.o worker/export.o worker/qemu.o \
+WORKER_OBJ = worker/main.o worker/job.o worker/job-run.o worker/job-copy.o worker/snapshot.o worker/export.o worker/qemu.o \
              worker/confine.o worker/peer.o worker/peer-fetch.o worker/sshfwd.o
 RUN_OBJ    = worker/kiln-run.o
 CLI_OBJ    = cli/main.o cli/config.o cli/builder.o cli/build.o cli/context.o cli/conn.o cli/progress.o cli/secret.o \
