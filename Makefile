@@ -125,6 +125,7 @@ test-diff: all
 # every build must still succeed with the undisturbed image digest.
 test-faults: deps $(BINS)
 	tests/faults/kill-worker.sh
+
 # The benchmark (root; kiln on one and on two nodes against buildah, cold,
 # cached and after a change; about 4 minutes on 2 cores; BENCH_RUNS=3 for
 # medians of three; fails when a build failed): not part of `make test`.
