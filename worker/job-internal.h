@@ -13,6 +13,7 @@ struct kiln_err;
 #define TAIL_SIZE 2048                   /* output kept for the error message */
 
 /* job.c */
+char *stack_lowerdirs(const char *state, char *const *stack, size_t n, struct kiln_err *err);
 char *lowerdirs(struct job *j, struct kiln_err *err);
 const struct job_secret *secret_find(const struct job *j, const char *id);
 

@@ -424,7 +424,6 @@ bind_spec(struct job *j, const struct op_mount *m, size_t step, const char *base
 	_cleanup_free_ char *lower = NULL;
 	_cleanup_free_ char *upper = kiln_strdupf("%s/mount-%zu-upper", base, k);
 	_cleanup_free_ char *work = kiln_strdupf("%s/mount-%zu-work", base, k);
-	size_t len = 1;
 
 	if (m->from < 0 || (size_t) m->from >= step) {
 		kiln_err_set(err, KILN_EPROTO, "step %zu mounts step %d, which does not come before it",
@@ -438,20 +437,9 @@ bind_spec(struct job *j, const struct op_mount *m, size_t step, const char *base
 		kiln_err_errno(err, errno, "mkdir in '%s'", base);
 		return NULL;
 	}
-	if (snap->n_stack == 0) {
-		if (snap_empty_dir(j->state, &lower, err) < 0)
-			return NULL;
-	} else {
-		char *p;
-
-		for (size_t i = 0; i < snap->n_stack; i++)
-			len += strlen(snap->stack[i]) + 1;
-		lower = p = malloc(len);
-		if (!lower)
-			goto nomem;
-		for (size_t i = 0; i < snap->n_stack; i++)
-			p += sprintf(p, "%s%s", i ? ":" : "", snap->stack[i]);
-	}
+	lower = stack_lowerdirs(j->state, snap->stack, snap->n_stack, err);
+	if (!lower)
+		return NULL;
 	return kiln_strdupf("type=overlay,lower=%s,upper=%s,work=%s,src=%s,dst=%s%s", lower, upper, work,
 			    m->source, m->target, m->ro ? ",ro" : "");
 nomem:

@@ -218,29 +218,45 @@ finish_layer(struct job *j, const char *upper, struct op_layer *ret, bool *ret_h
 	return 0;
 }
 
+/* The overlay lowerdir option for a stack of layer dirs (top first).
+ * The same layer can sit twice in a stack (two steps that made identical
+ * changes have one diff_id), which overlayfs refuses (ELOOP); only its
+ * topmost place counts, since it covers everything the lower one does. */
 char *
-lowerdirs(struct job *j, struct kiln_err *err)
+stack_lowerdirs(const char *state, char *const *stack, size_t n, struct kiln_err *err)
 {
 	size_t len = 1;
 	char *s, *p;
 
-	if (j->n_stack == 0) {
+	if (n == 0) {
 		char *empty;
 
-		if (snap_empty_dir(j->state, &empty, err) < 0)
+		if (snap_empty_dir(state, &empty, err) < 0)
 			return NULL;
 		return empty;
 	}
-	for (size_t i = 0; i < j->n_stack; i++)
-		len += strlen(j->stack[i]) + 1;
+	for (size_t i = 0; i < n; i++)
+		len += strlen(stack[i]) + 1;
 	s = p = malloc(len);
 	if (!s) {
 		kiln_err_set(err, ENOMEM, "out of memory");
 		return NULL;
 	}
-	for (size_t i = 0; i < j->n_stack; i++)
-		p += sprintf(p, "%s%s", i ? ":" : "", j->stack[i]);
+	for (size_t i = 0; i < n; i++) {
+		bool seen = false;
+
+		for (size_t k = 0; k < i && !seen; k++)
+			seen = strcmp(stack[k], stack[i]) == 0;
+		if (!seen)
+			p += sprintf(p, "%s%s", p != s ? ":" : "", stack[i]);
+	}
 	return s;
+}
+
+char *
+lowerdirs(struct job *j, struct kiln_err *err)
+{
+	return stack_lowerdirs(j->state, j->stack, j->n_stack, err);
 }
 
 const struct job_secret *

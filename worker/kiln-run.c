@@ -119,7 +119,13 @@ struct stubs {
 	bool upper_had_etc;             /* etc/ was in the upper dir before the run */
 	bool have_etc_st;               /* etc_st: /etc as it was before a stub went in */
 	struct stat etc_st;
+	/* per --mount: the child made an empty file for a bind mount's target
+	 * (Docker 20.10's BuildKit leaves no such file in the layer; the
+	 * directories it makes for targets stay) */
+	bool file_stub[MAX_MOUNTS];
 };
+
+static struct stubs *stubs_shared;      /* the parent's mmap, seen by the child */
 
 struct net_files {
 	char dir[PATH_MAX - 32];
@@ -664,9 +670,11 @@ prepare_mounts(int errfd, struct opts *o)
 
 /* mkdir -p path inside the container (after pivot_root); the last
  * component is a file when file is set. */
-static void
+static bool
 make_target(int errfd, const char *path, bool file)
 {
+	bool made_file = false;
+
 	char buf[PATH_MAX];
 	struct stat sb;
 
@@ -688,6 +696,7 @@ make_target(int errfd, const char *path, bool file)
 				if (fd < 0)
 					child_fail(errfd, errno, "create mount target '%s'", buf);
 				close(fd);
+				made_file = true;
 			} else if (mkdir(buf, 0755) < 0 && errno != EEXIST) {
 				child_fail(errfd, errno, "create mount target '%s'", buf);
 			}
@@ -696,6 +705,7 @@ make_target(int errfd, const char *path, bool file)
 			break;
 		*p = '/';
 	}
+	return made_file;
 }
 
 /* After pivot_root: each detached mount onto its target, in order (a
@@ -710,8 +720,10 @@ attach_mounts(int errfd, struct opts *o)
 		if (m->mfd < 0)
 			continue;
 		/* a bind of a file (an ssh agent's socket too) goes on a file */
-		make_target(errfd, m->dst, m->type == MNT_SECRET || m->file ||
-			    (fstat(m->mfd, &st) == 0 && !S_ISDIR(st.st_mode)));
+		if (make_target(errfd, m->dst, m->type == MNT_SECRET || m->file ||
+				(fstat(m->mfd, &st) == 0 && !S_ISDIR(st.st_mode))) &&
+		    (m->type == MNT_BIND || m->type == MNT_OVERLAY) && stubs_shared)
+			stubs_shared->file_stub[i] = true;
 		if (move_mount(m->mfd, "", AT_FDCWD, m->dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 			child_fail(errfd, errno, "mount on '%s'", m->dst);
 		close(m->mfd);
@@ -1283,6 +1295,31 @@ stubs_remove(const char *upper, const struct stubs *st)
 	close(dfd);
 }
 
+/* The empty files the child made as bind mount targets, out of the upper
+ * dir again (only while still empty regular files: a command that wrote
+ * through the path after unmounting keeps its file). */
+static void
+file_stubs_remove(const char *upper, const struct opts *o, const struct stubs *st)
+{
+	int dfd = open(upper, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	struct stat sb;
+
+	if (dfd < 0)
+		return;
+	for (size_t i = 0; i < o->n_mounts; i++) {
+		const char *rel = o->mounts[i].dst;
+
+		if (!st->file_stub[i] || !rel)
+			continue;
+		while (*rel == '/')
+			rel++;
+		if (*rel && fstatat(dfd, rel, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode) &&
+		    sb.st_size == 0)
+			(void) unlinkat(dfd, rel, 0);
+	}
+	close(dfd);
+}
+
 /* ---- the parent ---- */
 
 static void
@@ -1384,6 +1421,7 @@ main(int argc, char **argv)
 	if (st == MAP_FAILED)
 		die("mmap: %s", strerror(errno));
 	*st = (struct stubs) { 0 };
+	stubs_shared = st;
 	net_files_make(&nf, &o, o.hostname ? o.hostname : DEFAULT_HOSTNAME);
 	fflush(NULL);
 	pid = fork();
@@ -1422,8 +1460,10 @@ main(int argc, char **argv)
 			die("waitpid: %s", strerror(errno));
 	/* The child's mount namespace is gone with it: the upper dir is plain
 	 * files again, and the bind sources are no longer in use. */
-	if (!o.check)
+	if (!o.check) {
 		stubs_remove(o.upper, st);
+		file_stubs_remove(o.upper, &o, st);
+	}
 	net_files_remove(&nf);
 	if (o.check)
 		(void) rmdir(check_dir);
