@@ -43,6 +43,9 @@ kb() {
 }
 
 # ---- cache keys and the index ----
+# (SOURCE_DATE_EPOCH fixes the config's created time, so "the same image"
+# does not depend on the second each export happens in)
+export SOURCE_DATE_EPOCH=1700000000
 ctx=$T/ctx
 mkdir -p "$ctx/src" "$ctx/docs"
 echo one > "$ctx/src/a.txt"
