@@ -1178,6 +1178,19 @@ out:
 	return n;
 }
 
+/* Read in's stream to its end: whatever follows the end-of-archive blocks
+ * still counts for the diff_id, and the gzip trailer (CRC) is checked on
+ * the way. 0 or a negative error. */
+static int
+xin_drain(struct xin *x)
+{
+	ssize_t n;
+
+	while ((n = xin_next(x)) > 0)
+		;
+	return (int) n;
+}
+
 static la_ssize_t
 xin_read(struct archive *a, void *data, const void **buf)
 {
@@ -1715,18 +1728,9 @@ extract_all(struct xctx *x, struct xin *in)
 		if (r < 0)
 			goto out;
 	}
-	/* Hash whatever follows the end-of-archive blocks: the diff_id covers
-	 * the whole stream, and the gzip trailer (CRC) is checked on the way. */
-	for (;;) {
-		ssize_t n = xin_next(in);
-
-		if (n < 0) {
-			r = (int) n;
-			goto out;
-		}
-		if (n == 0)
-			break;
-	}
+	r = xin_drain(in);
+	if (r < 0)
+		goto out;
 out:
 	archive_read_free(a);
 	return r;
@@ -1941,16 +1945,9 @@ rewrite_entries(struct xin *in, struct sink *s, int64_t epoch, struct kiln_err *
 			}
 		}
 	}
-	for (;;) {
-		ssize_t n = xin_next(in);
-
-		if (n < 0) {
-			r = (int) n;
-			goto out;
-		}
-		if (n == 0)
-			break;
-	}
+	r = xin_drain(in);
+	if (r < 0)
+		goto out;
 	if (archive_write_close(wa) != ARCHIVE_OK)
 		r = archive_fail(wa, s, err, "finish tar");
 out:
