@@ -27,7 +27,7 @@ COORD_OBJ  = coordinator/main.o coordinator/nodes.o coordinator/build.o coordina
 WORKER_OBJ = worker/main.o worker/job.o worker/job-run.o worker/job-copy.o worker/snapshot.o worker/export.o worker/qemu.o \
              worker/confine.o worker/peer.o worker/peer-fetch.o worker/sshfwd.o
 RUN_OBJ    = worker/kiln-run.o
-CLI_OBJ    = cli/main.o cli/config.o cli/builder.o cli/build.o cli/context.o cli/conn.o cli/progress.o cli/secret.o \
+CLI_OBJ    = cli/main.o cli/usage.o cli/config.o cli/builder.o cli/build.o cli/context.o cli/conn.o cli/progress.o cli/secret.o \
              cli/ssh.o cli/imagetools.o cli/imagetools-inspect.o \
              cli/debug.o coordinator/dockerfile.o coordinator/shell.o \
              drivers/driver.o drivers/local.o drivers/remote.o

@@ -25,6 +25,7 @@
 #include "util.h"
 #include "../drivers/driver.h"
 #include "builder.h"
+#include "usage.h"
 #include "config.h"
 #include "conn.h"
 
@@ -67,34 +68,6 @@ print_error(const struct kiln_err *err)
 {
 	fprintf(stderr, "ERROR: %s\n", err->msg[0] ? err->msg : strerror(err->code));
 	return 1;
-}
-
-static int
-usage_error(const char *cmd, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static int
-usage_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("ERROR: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nSee 'kiln builder %s --help'.\n", cmd);
-	return 1;
-}
-
-/* getopt_long's complaint about argv[optind - 1], in cobra's words. */
-static int
-bad_flag(const char *cmd, char **argv, int c)
-{
-	const char *arg = argv[optind - 1];
-
-	if (c == ':')
-		return usage_error(cmd, "flag needs an argument: %s", arg);
-	return usage_error(cmd, "unknown flag: %s", arg);
 }
 
 /* "a, b, c (emulated)" from native and emulated lists. NULL on ENOMEM. */
@@ -398,10 +371,10 @@ cmd_ls(int argc, char **argv, const char *flag)
 			fputs(ls_help, stdout);
 			return 0;
 		}
-		return bad_flag("ls", argv, c);
+		return cli_bad_flag("builder", "ls", argv, c);
 	}
 	if (optind < argc)
-		return usage_error("ls", "\"kiln builder ls\" accepts no arguments (got \"%s\")",
+		return cli_usage_error("builder", "ls", "\"kiln builder ls\" accepts no arguments (got \"%s\")",
 				   argv[optind]);
 	r = config_resolve(flag, &cur, &e);
 	if (r < 0)
@@ -470,11 +443,11 @@ cmd_inspect(int argc, char **argv, const char *flag)
 			fputs(inspect_help, stdout);
 			return 0;
 		default:
-			return bad_flag("inspect", argv, c);
+			return cli_bad_flag("builder", "inspect", argv, c);
 		}
 	}
 	if (argc - optind > 1)
-		return usage_error("inspect", "\"kiln builder inspect\" accepts at most 1 argument (got \"%s\" too)",
+		return cli_usage_error("builder", "inspect", "\"kiln builder inspect\" accepts at most 1 argument (got \"%s\" too)",
 				   argv[optind + 1]);
 	r = optind < argc ? config_load(argv[optind], &b, &e) : config_resolve(flag, &b, &e);
 	if (r < 0)
@@ -755,7 +728,7 @@ cmd_create(int argc, char **argv)
 			break;
 		case O_DRIVER_OPT:
 			if (n_opts >= MAX_CREATE_OPTS) {
-				rc = usage_error("create", "too many --driver-opt (at most %d)", MAX_CREATE_OPTS);
+				rc = cli_usage_error("builder", "create", "too many --driver-opt (at most %d)", MAX_CREATE_OPTS);
 				goto out;
 			}
 			opts[n_opts] = strdup(optarg);
@@ -795,19 +768,19 @@ cmd_create(int argc, char **argv)
 			rc = 0;
 			goto out;
 		default:
-			rc = bad_flag("create", argv, c);
+			rc = cli_bad_flag("builder", "create", argv, c);
 			goto out;
 		}
 	}
 	if (argc - optind > 1) {
-		rc = usage_error("create", "\"kiln builder create\" accepts at most 1 endpoint (got \"%s\" too)",
+		rc = cli_usage_error("builder", "create", "\"kiln builder create\" accepts at most 1 endpoint (got \"%s\" too)",
 				 argv[optind + 1]);
 		goto out;
 	}
 	if (optind < argc)
 		o.endpoint = argv[optind];
 	if (o.leave && (o.append || o.endpoint || platforms || n_opts)) {
-		rc = usage_error("create", "%s", "--leave takes only --name and --node");
+		rc = cli_usage_error("builder", "create", "%s", "--leave takes only --name and --node");
 		goto out;
 	}
 	o.platforms = platforms;
@@ -900,13 +873,13 @@ cmd_simple(const char *cmd, int argc, char **argv, const char *flag)
 			keep_state = true;
 			continue;
 		}
-		return bad_flag(cmd, argv, c == 'k' ? '?' : c);
+		return cli_bad_flag("builder", cmd, argv, c == 'k' ? '?' : c);
 	}
 	if (argc - optind > 1)
-		return usage_error(cmd, "too many arguments (from \"%s\" on)", argv[optind + 1]);
+		return cli_usage_error("builder", cmd, "too many arguments (from \"%s\" on)", argv[optind + 1]);
 	if (strcmp(cmd, "use") == 0) {
 		if (optind >= argc)
-			return usage_error(cmd, "%s", "\"kiln builder use\" requires 1 argument (NAME)");
+			return cli_usage_error("builder", cmd, "%s", "\"kiln builder use\" requires 1 argument (NAME)");
 		r = config_use(argv[optind], &e);
 		return r < 0 ? print_error(&e) : 0;
 	}

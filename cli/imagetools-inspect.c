@@ -26,6 +26,7 @@
 #include "digest.h"
 #include "err.h"
 #include "imagetools-internal.h"
+#include "usage.h"
 #include "oci.h"
 #include "platform.h"
 #include "registry.h"
@@ -642,14 +643,14 @@ it_cmd_inspect(int argc, char **argv)
 		case 'r': raw = true; break;
 		case 'F': format = optarg; break;
 		case 'h': fputs(inspect_help, stdout); return 0;
-		default: return it_bad_flag("inspect", argv, c);
+		default: return cli_bad_flag("imagetools", "inspect", argv, c);
 		}
 	}
 	if (argc - optind != 1)
-		return it_usage_error("inspect",
+		return cli_usage_error("imagetools", "inspect",
 				      "\"kiln imagetools inspect\" requires exactly 1 argument.");
 	if (format && *format && raw)
-		return it_usage_error("inspect", "format and raw cannot be used together");
+		return cli_usage_error("imagetools", "inspect", "format and raw cannot be used together");
 	if (registry_ref_parse(argv[optind], &ref, &err) < 0)
 		return it_print_error(&err);
 	if (registry_new(NULL, &reg, &err) < 0)

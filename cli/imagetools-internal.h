@@ -16,10 +16,6 @@ struct kiln_err;
 
 /* "ERROR: msg" on stderr; returns the exit status 1. */
 int it_print_error(const struct kiln_err *err);
-/* "ERROR: ..." and "See 'kiln imagetools CMD --help'."; returns 1. */
-int it_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* getopt_long's complaint about argv[optind - 1] (c is ':' or '?'). */
-int it_bad_flag(const char *cmd, char **argv, int c);
 
 /* o[key] as a string, borrowed; NULL when absent or not a string. */
 const char *it_jstr(const json_t *o, const char *key);

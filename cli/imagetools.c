@@ -34,6 +34,7 @@
 #include "err.h"
 #include "imagetools.h"
 #include "imagetools-internal.h"
+#include "usage.h"
 #include "oci.h"
 #include "platform.h"
 #include "progress.h"
@@ -78,29 +79,6 @@ it_print_error(const struct kiln_err *err)
 {
 	fprintf(stderr, "ERROR: %s\n", err->msg);
 	return 1;
-}
-
-int
-it_usage_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("ERROR: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nSee 'kiln imagetools %s --help'.\n", cmd);
-	return 1;
-}
-
-int
-it_bad_flag(const char *cmd, char **argv, int c)
-{
-	const char *arg = argv[optind - 1];
-
-	if (c == ':')
-		return it_usage_error(cmd, "flag needs an argument: %s", arg);
-	return it_usage_error(cmd, "unknown flag: %s", arg);
 }
 
 const char *
@@ -957,12 +935,12 @@ cmd_create(int argc, char **argv)
 		switch (c) {
 		case 't':
 			if (o.n_tags == IT_TAGS_MAX)
-				return it_usage_error("create", "more than %d tags", IT_TAGS_MAX);
+				return cli_usage_error("imagetools", "create", "more than %d tags", IT_TAGS_MAX);
 			o.tags[o.n_tags++] = optarg;
 			break;
 		case 'f':
 			if (o.n_files == IT_SOURCES_MAX / 2)
-				return it_usage_error("create", "more than %d files", IT_SOURCES_MAX / 2);
+				return cli_usage_error("imagetools", "create", "more than %d files", IT_SOURCES_MAX / 2);
 			o.files[o.n_files++] = optarg;
 			break;
 		case 'n': o.dry_run = true; break;
@@ -973,13 +951,13 @@ cmd_create(int argc, char **argv)
 			else if (strcmp(optarg, "false") == 0 || strcmp(optarg, "0") == 0)
 				o.prefer_index = false;
 			else
-				return it_usage_error("create", "invalid argument \"%s\" for "
+				return cli_usage_error("imagetools", "create", "invalid argument \"%s\" for "
 						      "\"--prefer-index\" flag: strconv.ParseBool: "
 						      "parsing \"%s\": invalid syntax", optarg, optarg);
 			break;
 		case 'P': o.progress = optarg; break;
 		case 'h': fputs(create_help, stdout); return 0;
-		default: return it_bad_flag("create", argv, c);
+		default: return cli_bad_flag("imagetools", "create", argv, c);
 		}
 	}
 	if (run_create(&o, argv + optind, (size_t) (argc - optind), &err) < 0)
