@@ -1,34 +1,35 @@
 /* Build sessions on the coordinator. A build belongs to the client that
- * started it and runs on one node (this slice schedules whole builds; the
- * step scheduler comes later). The coordinator relays context blobs from
- * the client to the node and outputs from the node to the client without
- * storing them: relayed payloads are forwarded frame for frame.
+ * started it; its steps run as jobs (the ops of one stage each, id
+ * BUILD.N) on whichever nodes the scheduler picks (build-solve.c). The
+ * coordinator relays context blobs from the client to a job's node and
+ * outputs from the export node to the client without storing them;
+ * nodes fetch what other nodes hold from those peers (blob.fetch).
  *
- * Client -> coordinator: build.start, build.secrets, blob.put, xfer.data,
- *                        xfer.credit, build.synced, ssh.resp
- * Coordinator -> client: build.secrets.need, build.need, progress,
- *                        output.begin, xfer.*, build.done, build.error,
- *                        ssh.req, ssh.close
- * Coordinator -> node:   job.have, build.secrets, blob.put, xfer.*, job.run,
- *                        job.rewrite (only when the output needs layers
- *                        recompressed or their times clamped), job.export,
- *                        ssh.resp
+ * Client -> coordinator: build.start, build.secrets {job}, build.secrets.done
+ *                        {job}, blob.put, xfer.data, xfer.credit,
+ *                        build.synced, ssh.resp, ping
+ * Coordinator -> client: build.secrets.need {job, ids}, build.need (one
+ *                        round per node that lacks context files, each
+ *                        ended by build.synced), progress, output.begin,
+ *                        xfer.*, build.done, build.error, ssh.req, ssh.close
+ * Coordinator -> node:   job.have, blob.fetch, build.secrets, blob.put,
+ *                        xfer.*, job.run, job.rewrite (only when the output
+ *                        needs layers recompressed or their times clamped),
+ *                        job.export, job.cancel, ssh.resp
+ * Node -> coordinator:   job.missing, blob.fetch.done, xfer.credit,
+ *                        step.start, step.log, step.done, job.done,
+ *                        job.error, job.rewritten, output.begin, xfer.data,
+ *                        job.exported, ssh.req, ssh.close
  *
- * Secrets: build.secrets.need {ids} names the secret ids the planned RUNs
- * mount; the client answers build.secrets {secrets: [{id, value}]} with
- * the values it has, which is forwarded to the node frame for frame and
- * never decoded, logged or kept here.
+ * Secrets: build.secrets.need names the secret ids a job's RUNs mount, just
+ * before the job runs; the client answers build.secrets with the values it
+ * has, forwarded to that job's node frame for frame and never decoded,
+ * logged or kept here, then build.secrets.done.
  *
  * SSH agents (RUN --mount=type=ssh): build.start carries the client's
- * --ssh ids, which job.run passes on; while the steps run, a step's agent
- * requests (ssh.req {step, conn, ssh, data}) go node -> client and the
- * answers (ssh.resp {step, conn, data | fail}) client -> node, each frame
- * relayed as is; ssh.close {step[, conn]} tells the client a connection
- * or the step's mounts ended.
- * Node -> coordinator:   job.missing, xfer.credit, step.start, step.log,
- *                        step.done, job.done, job.error, job.rewritten,
- *                        output.begin, xfer.data, job.exported, ssh.req,
- *                        ssh.close */
+ * --ssh ids, which job.run passes on; a step's agent requests (ssh.req)
+ * go node -> client and the answers (ssh.resp) back, their step numbered
+ * (job serial << 16 | step) so that an answer finds its job again. */
 #ifndef KILN_BUILD_H
 #define KILN_BUILD_H
 
